@@ -1,0 +1,265 @@
+"""Turning next-token logits into a chosen token: pure functions, tensors in, tensors out.
+
+A language model does not write text; it outputs a probability for every token of the
+vocabulary, and *sampling* picks one. Each knob below reshapes that distribution, and
+they are applied in this fixed order by :func:`process_logits`:
+
+1. **repetition penalty** (CTRL, Keskar et al. 2019): for tokens already present in the
+   text, a positive logit is divided by the penalty and a negative one multiplied by it,
+   so a penalty > 1 always makes a repeat less likely.
+2. **temperature**: logits are divided by it. Below 1 sharpens, above 1 flattens.
+   Temperature 0 means *greedy*: always the most likely token (the other filters are
+   then irrelevant and skipped).
+3. **top-k**: keep the k highest logits (ties at the k-th value are all kept).
+4. **top-p** (nucleus, Holtzman et al. 2019): keep the smallest set of most likely tokens
+   whose probabilities add up to at least p.
+5. **min-p**: drop tokens whose probability is below ``min_p`` times the top probability.
+6. **sample** from what remains, renormalised (softmax of the filtered logits).
+
+Removed tokens get a logit of ``-inf``, so "the filtered distribution" is always just
+``softmax(filtered_logits)``. All functions work on logits of shape ``(B, V)`` (a batch of
+rows) and never modify their input. Randomness comes only from the ``torch.Generator``
+passed in, which makes sampling reproducible.
+
+``PRESETS`` holds the temperature / top-p pairs of the common cheat sheet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from .config import option
+from .errors import LanternError
+
+# Float rounding must not decide whether the seed's exact boundary example keeps two or
+# three tokens: a token is dropped by top-p once the mass before it reaches p - TOP_P_SLACK.
+TOP_P_SLACK = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How to pick the next token. The defaults sample from the model's plain distribution."""
+
+    temperature: float = option(1.0, "divide logits by this; 0 = greedy (always the most likely token)")
+    top_k: int = option(0, "keep only the k most likely tokens (0 = off)")
+    top_p: float = option(1.0, "nucleus: keep the smallest set of tokens with total probability >= p (1 = off)")
+    min_p: float = option(0.0, "drop tokens less likely than min_p x the top token's probability (0 = off)")
+    repetition_penalty: float = option(1.0, "CTRL penalty for tokens already in the text (1 = off, > 1 = fewer repeats)")
+    seed: int | None = option(None, "random seed: the same seed gives the same text (None = fresh randomness)")
+
+    def __post_init__(self) -> None:
+        def bad(field: str, value, rule: str) -> LanternError:
+            return LanternError(f"sampling: {field}={value!r} is invalid: {rule}")
+
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise bad("temperature", self.temperature, "must be a finite number >= 0 (0 = greedy)")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise bad("top_k", self.top_k, "must be an integer >= 0 (0 = off)")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise bad("top_p", self.top_p, "must be in (0, 1] (1 = off)")
+        if not (isinstance(self.min_p, (int, float)) and 0 <= self.min_p <= 1):
+            raise bad("min_p", self.min_p, "must be in [0, 1] (0 = off)")
+        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
+                and self.repetition_penalty > 0):
+            raise bad("repetition_penalty", self.repetition_penalty, "must be a finite number > 0 (1 = off)")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise bad("seed", self.seed, "must be an integer or None")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def replace(self, **changes) -> "SamplingParams":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# The cheat sheet: (temperature, top_p) per use.
+PRESETS: dict[str, SamplingParams] = {
+    "code-generation": SamplingParams(temperature=0.2, top_p=0.1),
+    "creative-writing": SamplingParams(temperature=0.7, top_p=0.8),
+    "chatbot": SamplingParams(temperature=0.5, top_p=0.5),
+    "code-comments": SamplingParams(temperature=0.3, top_p=0.2),
+    "data-analysis": SamplingParams(temperature=0.2, top_p=0.1),
+    "exploratory-code": SamplingParams(temperature=0.6, top_p=0.7),
+}
+
+
+def preset(name: str) -> SamplingParams:
+    """The named preset, e.g. ``preset("chatbot") == SamplingParams(temperature=0.5, top_p=0.5)``."""
+    if name not in PRESETS:
+        raise LanternError(f"sampling: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def token_presence(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """A ``(B, V)`` bool mask: which tokens occur in each row of ``token_ids`` ``(B, L)``.
+
+    Negative ids are padding and ignored.
+
+    >>> token_presence(torch.tensor([[2, 0, -1]]), 4)
+    tensor([[ True, False,  True, False]])
+    """
+    mask = torch.zeros(token_ids.shape[0], vocab_size + 1, dtype=torch.bool, device=token_ids.device)
+    ids = torch.where(token_ids < 0, vocab_size, token_ids)  # padding goes to an extra column
+    mask.scatter_(1, ids, True)
+    return mask[:, :vocab_size]
+
+
+def repetition_penalty(logits: torch.Tensor, present: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL repetition penalty on the tokens marked in ``present`` (a ``(B, V)`` bool mask).
+
+    >>> repetition_penalty(torch.tensor([[2.0, -2.0, 2.0]]), torch.tensor([[True, True, False]]), 2.0)
+    tensor([[ 1., -4.,  2.]])
+    """
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(present, penalised, logits)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide by the temperature (> 0; temperature 0 is greedy and handled by :func:`greedy`).
+
+    >>> apply_temperature(torch.tensor([[1.0, 2.0]]), 0.5)
+    tensor([[2., 4.]])
+    """
+    if temperature <= 0:
+        raise LanternError(f"sampling: apply_temperature needs temperature > 0, got {temperature} "
+                           "(temperature 0 is greedy: use greedy())")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` highest logits of each row; the rest become ``-inf``. ``k = 0`` is off.
+
+    Ties: every token equal to the k-th highest value is kept, so the result never depends
+    on token order and may hold more than k tokens.
+
+    >>> top_k_filter(torch.tensor([[1.0, 3.0, 2.0, 2.0, 0.0]]), 2)
+    tensor([[-inf, 3., 2., 2., -inf]])
+    """
+    if k < 0:
+        raise LanternError(f"sampling: top_k must be >= 0, got {k}")
+    if k == 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose mass is >= ``p``.
+
+    A token is kept when the probability of the tokens ranked above it is still below p
+    (within ``TOP_P_SLACK``), so the top token is always kept. Among equal probabilities
+    the lower token id ranks first. The seed's example keeps exactly two tokens:
+
+    >>> probs = torch.tensor([[0.25, 0.25, 0.125, 0.125, 0.125, 0.125]])
+    >>> top_p_filter(probs.log(), 0.5).exp()
+    tensor([[0.2500, 0.2500, 0.0000, 0.0000, 0.0000, 0.0000]])
+    """
+    if not 0 < p <= 1:
+        raise LanternError(f"sampling: top_p must be in (0, 1], got {p}")
+    if p == 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)  # (B, V)
+    sorted_probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # exclusive cumulative sum
+    drop_sorted = mass_before >= p - TOP_P_SLACK
+    drop_sorted[..., 0] = False  # the most likely token always stays, however small p is
+    drop = torch.empty_like(drop_sorted).scatter_(-1, order, drop_sorted)  # back to vocab order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Drop tokens whose probability is below ``min_p`` x the top probability. ``0`` is off.
+
+    Works on logits directly: p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p).
+
+    >>> min_p_filter(torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log(), 0.25).exp()
+    tensor([[0.5000, 0.3000, 0.1500, 0.0000]])
+    """
+    if not 0 <= min_p <= 1:
+        raise LanternError(f"sampling: min_p must be in [0, 1], got {min_p}")
+    if min_p == 0.0:
+        return logits
+    threshold = logits.max(dim=-1, keepdim=True).values + math.log(min_p)  # (B, 1)
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely token of each row (the lowest id among ties): ``(B, V) -> (B,)``.
+
+    >>> greedy(torch.tensor([[0.1, 2.0, 2.0], [5.0, 0.0, 1.0]]))
+    tensor([1, 0])
+    """
+    return torch.argmax(logits, dim=-1)
+
+
+def greedy_mask(logits: torch.Tensor) -> torch.Tensor:
+    """The greedy "distribution": every logit but the argmax set to ``-inf``.
+
+    >>> greedy_mask(torch.tensor([[0.1, 2.0, 2.0]]))
+    tensor([[-inf, 2., -inf]])
+    """
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, greedy(logits)[:, None], True)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def process_logits(logits: torch.Tensor, params: SamplingParams,
+                   present: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply every filter of ``params`` in the documented order; returns the filtered logits.
+
+    ``softmax`` of the result is the distribution the next token is drawn from (for
+    temperature 0 it is a point mass on the greedy token). ``present`` is the ``(B, V)``
+    mask of tokens already in each row, needed only for the repetition penalty.
+
+    >>> process_logits(torch.tensor([[4.0, 2.0, 0.0]]), SamplingParams(temperature=2.0, top_k=2))
+    tensor([[2., 1., -inf]])
+    """
+    if params.repetition_penalty != 1.0:
+        if present is None:
+            raise LanternError("sampling: repetition_penalty needs the mask of tokens already present")
+        logits = repetition_penalty(logits, present, params.repetition_penalty)
+    if params.greedy:
+        return greedy_mask(logits)
+    logits = apply_temperature(logits, params.temperature)
+    logits = top_k_filter(logits, params.top_k)
+    logits = top_p_filter(logits, params.top_p)
+    return min_p_filter(logits, params.min_p)
+
+
+def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from ``softmax(logits)``: ``(B, V) -> (B,)``.
+
+    Uses the exponential-race form of sampling (``argmax(p / E)`` with ``E ~ Exp(1)``), which
+    draws exactly from ``p`` and, unlike ``torch.multinomial``, never waits on the device.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return torch.argmax(probs / race, dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, params: SamplingParams,
+                      generator: torch.Generator | None = None,
+                      present: torch.Tensor | None = None) -> torch.Tensor:
+    """Filter ``logits`` ``(B, V)`` by ``params`` and pick one token per row: ``(B,)``.
+
+    >>> sample_next_token(torch.tensor([[0.0, 3.0, 1.0]]), SamplingParams(temperature=0))
+    tensor([1])
+    """
+    if params.greedy:
+        if params.repetition_penalty != 1.0:
+            logits = process_logits(logits, params, present)
+        return greedy(logits)
+    return sample_from_logits(process_logits(logits, params, present), generator)
