@@ -1,0 +1,136 @@
+"""Training checkpoints that are never half-written.
+
+A checkpoint is a directory ``RUN/checkpoints/step_NNNNNNN/`` holding the model
+(``model.safetensors`` + ``model.json``, written by :func:`lanternlm.checkpoint.save_model`),
+``tokenizer.json`` and ``optimizer.pt`` (optimizer states, step, RNG states, loader
+position, plateau rule, schema below). It is written in this order:
+
+1. everything goes into ``RUN/checkpoints/.tmp-step_NNNNNNN/``, each file fsynced;
+2. the directory is renamed to ``step_NNNNNNN`` (atomic on one file system);
+3. ``RUN/checkpoints/latest`` is replaced atomically by a file naming it;
+4. the run directory's own ``model.safetensors``, ``model.json``, ``tokenizer.json`` and
+   ``optimizer.pt`` are pointed at the new files (hard links, swapped in by rename), so
+   ``RUN`` itself loads as a model; older checkpoint directories beyond ``keep`` are removed.
+
+A crash anywhere before step 3 leaves ``latest`` naming the previous, complete checkpoint;
+resume reads only through ``latest``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import atomic_write_text
+from ..errors import LanternError
+
+STATE_FILE = "optimizer.pt"
+RUN_FILES = ("model.safetensors", "model.json", "tokenizer.json", STATE_FILE)
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy, torch (and CUDA) generator states, in types ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The directory ``RUN/checkpoints/latest`` names, or None when there is none yet."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    ckpt = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    missing = [name for name in RUN_FILES if not (ckpt / name).exists()]
+    if missing:
+        raise LanternError(f"{pointer}: checkpoint {ckpt.name} lacks {missing}; "
+                           f"the run directory was altered by hand")
+    return ckpt
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tokenizer: Any,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically (see the module doc) and return its directory."""
+    from ..checkpoint import save_model
+
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    tmp, final = root / f".tmp-{name}", root / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(tmp, model)
+    tokenizer.save(tmp / "tokenizer.json")
+    torch.save(state, tmp / STATE_FILE)
+    for name_ in RUN_FILES:
+        _fsync_file(tmp / name_)
+    _fsync_dir(tmp)
+    shutil.rmtree(final, ignore_errors=True)  # a stale copy of this step from an earlier attempt
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    atomic_write_text(root / "latest", name + "\n")
+    _publish(final, Path(run_dir))
+    _prune(root, keep)
+    return final
+
+
+def _publish(ckpt: Path, run_dir: Path) -> None:
+    """Point ``run_dir/<file>`` at ``ckpt/<file>`` for every run file, each swap atomic."""
+    for name in RUN_FILES:
+        tmp = run_dir / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(ckpt / name, tmp)
+        except OSError:  # no hard links on this file system
+            shutil.copy2(ckpt / name, tmp)
+        os.replace(tmp, run_dir / name)
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    for old in done[:-max(1, keep)]:
+        shutil.rmtree(old)
+    for stale in root.glob(".tmp-step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_training_state(ckpt: Path) -> dict[str, Any]:
+    """The ``optimizer.pt`` of a checkpoint, loaded with ``weights_only=True``."""
+    try:
+        return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign or corrupt file: say which
+        raise LanternError(f"{ckpt / STATE_FILE}: cannot read the training state ({err})") from err

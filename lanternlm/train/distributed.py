@@ -1,0 +1,122 @@
+"""Data parallelism from the outside: the model itself has no parallel code.
+
+Under ``torchrun`` (which sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``) every process
+builds the same model, :func:`wrap_model` wraps it in DDP (gloo on CPU, NCCL on CUDA)
+or shards it with FSDP2, and each process reads its own rows of every global batch.
+Without those variables everything here is a no-op for one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import LanternError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda if available, else cpu; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes, or describe a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo(0, 0, 1, pick_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, local_rank, world_size, dev)
+
+
+def wrap_model(model: nn.Module, info: DistInfo, mode: str = "ddp") -> nn.Module:
+    """DDP (``mode="ddp"``) or FSDP2 (``mode="fsdp"``, each block of a ``ModuleList`` sharded)."""
+    if not info.enabled:
+        return model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    if mode == "fsdp":
+        try:
+            from torch.distributed.fsdp import fully_shard
+        except ImportError:  # torch < 2.6 keeps FSDP2 here
+            from torch.distributed._composable.fsdp import fully_shard
+        for module in model.modules():
+            if isinstance(module, nn.ModuleList):
+                for block in module:
+                    fully_shard(block)
+        fully_shard(model)
+        return model
+    raise LanternError(f"unknown parallel mode {mode!r}; choose ddp or fsdp")
+
+
+def no_sync(model: nn.Module, skip: bool):
+    """Skip the gradient all-reduce for a micro-step that is not the last of its accumulation."""
+    if skip and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``values`` over all processes (in place) and return it."""
+    if info.enabled:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every process's ``obj``, in rank order."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_flag(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's decision, for every process (e.g. a time budget or an early stop)."""
+    if not info.enabled:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,150 @@
+"""Optimizers: AdamW for everything, or Muon for the hidden matrices + AdamW for the rest.
+
+Parameter groups (nanoGPT's rule, plus Muon's):
+
+- tensors with 2 or more dimensions (matrices, embeddings) get weight decay; vectors
+  (norm gains, biases) do not;
+- with ``name="muon"``, the 2-D weights *inside the blocks* are updated by Muon
+  (momentum, then the update orthogonalised by a Newton-Schulz iteration); the
+  token/position embeddings and the output head (any ``nn.Embedding``, and a
+  ``Linear`` whose output size is the vocabulary) stay with AdamW, as Muon's authors
+  recommend.
+
+Muon is ``torch.optim.Muon`` when torch has it (2.9+); older torch gets
+:class:`NewtonSchulzMuon`, the same algorithm written out below.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """Approximately orthogonalise ``g`` (U S V^T -> about U V^T) by a quintic Newton-Schulz iteration.
+
+    The coefficients (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular
+    values towards 1 fast, landing in roughly [0.7, 1.2] rather than exactly 1.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T  # (cols, rows): iterate on the wide side
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class NewtonSchulzMuon(torch.optim.Optimizer):
+    """Muon for torch < 2.9, matching ``torch.optim.Muon``'s defaults and lr adjustment.
+
+    Per 2-D parameter: ``m = momentum * m + g``; with Nesterov the update direction is
+    ``g + momentum * m``; it is orthogonalised, scaled by ``sqrt(max(1, rows / cols))``,
+    and applied after decoupled weight decay ``p *= 1 - lr * weight_decay``.
+    """
+
+    def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5) -> None:
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      nesterov=nesterov, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                direction = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                update = zeropower_newton_schulz(direction, group["ns_steps"])
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+def _head_and_embedding_params(model: nn.Module, vocab_size: int) -> set[int]:
+    ids = set()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            ids.add(id(module.weight))
+        elif isinstance(module, nn.Linear) and module.out_features == vocab_size:
+            ids.add(id(module.weight))
+    return ids
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], fused: bool):
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+        except (RuntimeError, TypeError):  # this torch/device has no fused kernel
+            pass
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+class Optimizers:
+    """One or two torch optimizers stepped together, with the lr set as a factor of each group's base."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+
+    def set_lr_factor(self, factor: float) -> None:
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * factor
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
+
+
+def build_optimizers(model: nn.Module, *, name: str, vocab_size: int, lr: float, muon_lr: float,
+                     weight_decay: float, betas: tuple[float, float], fused: bool) -> Optimizers:
+    """The optimizer(s) for ``model``: ``name`` is ``"adamw"`` or ``"muon"`` (see the module doc)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    outer = _head_and_embedding_params(model, vocab_size)
+    seen: set[int] = set()
+    decay, no_decay, matrices = [], [], []
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if name == "muon" and p.dim() == 2 and id(p) not in outer:
+            matrices.append(p)
+        elif p.dim() >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    optimizers: list[torch.optim.Optimizer] = [_adamw(groups, lr, betas, fused)]
+    if matrices:
+        muon_cls = getattr(torch.optim, "Muon", NewtonSchulzMuon)
+        optimizers.append(muon_cls(matrices, lr=muon_lr, weight_decay=weight_decay, momentum=0.95))
+    return Optimizers(optimizers)
