@@ -1,0 +1,757 @@
+"""Byte-level BPE tokenizer: training, encoding, special tokens, save/load, export.
+
+The vocabulary is laid out as::
+
+    ids 0..255                  the 256 single bytes (id == byte value)
+    ids 256..256+M-1            the M learned merges, in the order they were learned
+    ids 256+M..vocab_size-1     the special tokens (``<|endoftext|>``, chat markers, ...)
+
+Text is first cut into chunks by a GPT-4-style regex (:data:`GPT4_SPLIT_PATTERN`:
+letters, 1-3 digit numbers, punctuation runs, whitespace), each chunk is turned into
+its UTF-8 bytes, and merges are applied inside a chunk only, never across chunks.
+
+Training ("find the most frequent adjacent pair, merge it into a new token, repeat")
+has two backends that give **identical merges in the same order**:
+
+* ``backend="python"``: :func:`train_bpe_python`, the readable reference.
+* ``backend="rust"`` (default): the ``rustbpe`` package, the same algorithm in Rust.
+
+Both count pairs over *unique* chunks weighted by how often each chunk occurs, pick
+the pair with the highest count and break ties by the smallest pair ``(left, right)``
+of token ids.
+
+Encoding goes through a ``tiktoken.Encoding`` built from our own merges (fast, and
+multi-threaded for batches); decoding is a byte lookup.
+
+Special tokens are never produced from ordinary text: by default a special token's
+string inside the text (say ``"<|endoftext|>"``) is encoded as the plain text it is,
+piece by piece. Pass ``allowed_special`` to turn such strings into their special ids.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import heapq
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+import regex
+
+from .config import atomic_write_text, option
+from .errors import LanternError
+from .log import logger, progress
+
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+"""The GPT-4 (``cl100k_base``) pre-split regex: the default for training and encoding."""
+
+DEFAULT_SPECIAL_TOKENS = [
+    "<|endoftext|>",   # document separator (written *before* each document in shards)
+    "<|pad|>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",   # chat turns
+    "<|think|>", "<|/think|>",                               # thinking segment
+]
+"""Reserved from the start, so chat fine-tuning later needs no retraining."""
+
+FORMAT = "lanternlm-tokenizer"
+VERSION = 1
+
+Pair = tuple[int, int]
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def pair_counts(ids: Sequence[int], weight: int = 1) -> Counter[Pair]:
+    """Count adjacent pairs in ``ids``, each occurrence worth ``weight``.
+
+    >>> dict(pair_counts([1, 2, 1, 2, 3]))
+    {(1, 2): 2, (2, 1): 1, (2, 3): 1}
+    >>> dict(pair_counts([7, 7, 7], weight=10))
+    {(7, 7): 20}
+    """
+    counts: Counter[Pair] = Counter()
+    for pair in zip(ids, ids[1:]):
+        counts[pair] += weight
+    return counts
+
+
+def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
+    """Replace every occurrence of ``pair`` in ``ids`` by ``new_id``, left to right.
+
+    Overlapping occurrences are taken greedily from the left:
+
+    >>> merge_pair([1, 2, 3, 1, 2], (1, 2), 256)
+    [256, 3, 256]
+    >>> merge_pair([97, 97, 97], (97, 97), 256)
+    [256, 97]
+    """
+    out: list[int] = []
+    i, n = 0, len(ids)
+    while i < n:
+        if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def escape_bytes(data: bytes) -> str:
+    """A printable rendering of a token's bytes: valid UTF-8 as text, the rest as ``\\xNN``.
+
+    Control characters and the backslash are escaped so one token stays on one line.
+
+    >>> escape_bytes(b" hello")
+    ' hello'
+    >>> escape_bytes(b"\\n\\t")
+    '\\\\n\\\\t'
+    >>> escape_bytes("é".encode()[:1])
+    '\\\\xc3'
+    """
+    text = data.decode("utf-8", errors="backslashreplace")
+    out = []
+    for ch in text:
+        if ch == "\\" or ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def check_text(text: str, where: str = "text") -> None:
+    """Raise :class:`LanternError` if ``text`` cannot be encoded as UTF-8 (a lone surrogate).
+
+    >>> check_text("naïve ☕")
+    >>> check_text("bad \\ud800 here")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: text: lone surrogate U+D800 at character 4 cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')
+    """
+    if not isinstance(text, str):
+        raise LanternError(f"{where}: expected a str, got {type(text).__name__}")
+    if text.isascii():  # O(1) in CPython
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise LanternError(
+            f"{where}: lone surrogate U+{ord(text[err.start]):04X} at character {err.start} "
+            "cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')"
+        ) from None
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character (used by Hugging Face's ByteLevel).
+
+    Printable Latin-1 bytes map to themselves; the others to characters from U+0100 on.
+
+    >>> m = bytes_to_unicode()
+    >>> m[ord("a")], m[ord(" ")], m[ord("\\n")]
+    ('a', 'Ġ', 'Ċ')
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def parse_ids(text: str) -> list[int]:
+    """Parse token ids written as ``"1 2 3"``, ``"1,2,3"`` or ``"[1, 2, 3]"``.
+
+    >>> parse_ids("[40, 3021,23317 0]")
+    [40, 3021, 23317, 0]
+    """
+    parts = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise LanternError(f"token ids: expected integers like '1 2 3' or '[1, 2, 3]', got {text!r}") from None
+
+
+# --------------------------------------------------------------------------- training
+
+
+def count_chunks(texts: Iterable[str], pattern: str = GPT4_SPLIT_PATTERN) -> Counter[bytes]:
+    """Split every text with ``pattern`` and count each distinct chunk (as UTF-8 bytes).
+
+    >>> sorted(count_chunks(["the cat", "the hat"]).items())
+    [(b' cat', 1), (b' hat', 1), (b'the', 2)]
+    """
+    split = regex.compile(pattern)
+    counts: Counter[str] = Counter()
+    for i, text in enumerate(texts):
+        check_text(text, where=f"training text #{i}")
+        counts.update(split.findall(text))
+    return Counter({chunk.encode("utf-8"): n for chunk, n in counts.items()})
+
+
+def train_bpe_python(chunk_counts: dict[bytes, int], num_merges: int) -> list[Pair]:
+    """The reference BPE trainer: learn up to ``num_merges`` merges from counted chunks.
+
+    Repeat: take the adjacent pair with the highest count (ties: the smallest pair of
+    ids), give it the next id, and replace it in every chunk that contains it. Counts are
+    updated incrementally (only chunks containing the merged pair are touched) and the
+    best pair comes from a heap whose stale entries are refreshed when popped. Stops
+    early when no pair is left.
+
+    Worked example: chunks ``"aaab"`` x1 and ``"ab"`` x2. Pair counts: (a,a)=2, (a,b)=3,
+    so (97, 98) becomes 256: ``"aaab"`` -> [a, a, 256], ``"ab"`` -> [256]. Now (a,a)=1
+    and (a,256)=1 tie; (97, 97) < (97, 256), so (97, 97) becomes 257.
+
+    >>> train_bpe_python({b"aaab": 1, b"ab": 2}, 2)
+    [(97, 98), (97, 97)]
+    """
+    words = [list(chunk) for chunk in chunk_counts]
+    weights = list(chunk_counts.values())
+    counts: Counter[Pair] = Counter()
+    where: defaultdict[Pair, set[int]] = defaultdict(set)  # pair -> chunks that (may) contain it
+    for w, (word, weight) in enumerate(zip(words, weights)):
+        for pair in zip(word, word[1:]):
+            counts[pair] += weight
+            where[pair].add(w)
+    # Min-heap of (-count, pair): the top is the highest count, ties the smallest pair.
+    heap = [(-c, pair) for pair, c in counts.items()]
+    heapq.heapify(heap)
+
+    merges: list[Pair] = []
+    bar = progress(total=num_merges, desc="BPE merges (python)", unit="merge")
+    while len(merges) < num_merges and heap:
+        neg_count, pair = heapq.heappop(heap)
+        count = counts[pair]
+        if count <= 0:
+            continue                                    # pair no longer exists
+        if -neg_count != count:
+            heapq.heappush(heap, (-count, pair))        # stale entry: requeue with the true count
+            continue
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        created: set[Pair] = set()
+        for w in where.pop(pair):
+            old = words[w]
+            new = merge_pair(old, pair, new_id)
+            if len(new) == len(old):
+                continue
+            counts.subtract(pair_counts(old, weights[w]))
+            counts.update(pair_counts(new, weights[w]))
+            for p in zip(new, new[1:]):
+                if new_id in p:                          # only pairs with the new id are new
+                    where[p].add(w)
+                    created.add(p)
+            words[w] = new
+        for p in created:
+            heapq.heappush(heap, (-counts[p], p))
+        bar.update(1)
+    bar.close()
+    return merges
+
+
+def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SPLIT_PATTERN) -> list[Pair]:
+    """Learn up to ``num_merges`` merges with ``rustbpe`` (same algorithm as :func:`train_bpe_python`).
+
+    rustbpe returns the vocabulary as bytes; :func:`merges_from_vocab` recovers the pairs.
+    """
+    import rustbpe
+
+    seen = {"texts": 0, "nonempty": 0}
+
+    def checked(texts: Iterable[str]) -> Iterator[str]:
+        for text in texts:
+            if not isinstance(text, str):
+                raise LanternError(f"training text #{seen['texts']}: expected a str, got {type(text).__name__}")
+            seen["texts"] += 1
+            seen["nonempty"] += bool(text)
+            yield text
+
+    trainer = rustbpe.Tokenizer()
+    try:
+        trainer.train_from_iterator(checked(texts), 256 + num_merges, pattern=pattern)
+    except UnicodeEncodeError:
+        # rustbpe reads texts in buffers, so find the culprit in the buffer just read.
+        raise LanternError(
+            f"training text (one of #{max(0, seen['texts'] - 8192)}..#{seen['texts'] - 1}) contains a lone "
+            "surrogate and cannot be encoded as UTF-8; fix the input (e.g. decode with errors='replace')"
+        ) from None
+    if not seen["nonempty"]:
+        raise LanternError("training corpus is empty: give at least one non-empty text")
+    vocab = [bytes(b) for b, _ in sorted(trainer.get_mergeable_ranks(), key=lambda item: item[1])]
+    return merges_from_vocab(vocab)
+
+
+def merges_from_vocab(vocab: Sequence[bytes]) -> list[Pair]:
+    """Recover the merge pairs from a vocabulary listed in id order (bytes first, then merges).
+
+    Each token splits into two earlier tokens; when several splits are possible, the one
+    that byte-pair encoding with the earlier merges produces is taken.
+
+    >>> merges_from_vocab([bytes([b]) for b in range(256)] + [b"ab", b"aab"])
+    [(97, 98), (97, 256)]
+    """
+    for b in range(256):
+        if vocab[b] != bytes([b]):
+            raise LanternError(f"vocabulary: token {b} should be the single byte {b}, got {vocab[b]!r}")
+    id_of = {vocab[b]: b for b in range(256)}
+    ranks: dict[Pair, int] = {}
+    merges: list[Pair] = []
+    for token_id in range(256, len(vocab)):
+        piece = vocab[token_id]
+        splits = [(id_of[piece[:k]], id_of[piece[k:]]) for k in range(1, len(piece))
+                  if piece[:k] in id_of and piece[k:] in id_of]
+        if len(splits) > 1:
+            ids = bpe_encode_chunk(piece, ranks)
+            splits = [tuple(ids)] if len(ids) == 2 else []
+        if len(splits) != 1 or piece in id_of:
+            raise LanternError(f"vocabulary: token {token_id} {piece!r} is not a merge of two earlier tokens")
+        merges.append(splits[0])
+        ranks[splits[0]] = token_id
+        id_of[piece] = token_id
+    return merges
+
+
+def bpe_encode_chunk(piece: bytes, ranks: dict[Pair, int]) -> list[int]:
+    """Byte-pair encode one chunk by applying the earliest-learned merge until none applies.
+
+    The readable reference for encoding (the fast path is tiktoken; the tests check that
+    they agree). ``ranks`` maps a merge pair to its new id.
+
+    >>> bpe_encode_chunk(b"aab", {(97, 98): 256, (97, 256): 257})
+    [257]
+    >>> bpe_encode_chunk(b"ba", {(97, 98): 256})
+    [98, 97]
+    """
+    ids = list(piece)
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, float("inf")))
+        if pair not in ranks:
+            break
+        ids = merge_pair(ids, pair, ranks[pair])
+    return ids
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """How to train a tokenizer (``lantern tokenizer train``)."""
+
+    vocab_size: int = option(8192, "total vocabulary: 256 bytes + merges + special tokens")
+    backend: str = option("rust", "training backend: 'rust' (rustbpe, fast) or 'python' (reference)")
+    pattern: str = option(GPT4_SPLIT_PATTERN, "regex that pre-splits text into chunks")
+
+
+# --------------------------------------------------------------------------- the tokenizer
+
+
+class Tokenizer:
+    """A trained byte-level BPE tokenizer (see the module docstring for the id layout).
+
+    >>> tok = Tokenizer.train(["I love pizza! I love pasta!"] * 4, vocab_size=256 + 8 + 5)
+    >>> ids = tok.encode("I love pizza!")
+    >>> tok.decode(ids)
+    'I love pizza!'
+    >>> tok.encode("<|endoftext|>", allowed_special="all") == [tok.eot_id]
+    True
+    """
+
+    def __init__(self, merges: Sequence[Pair], pattern: str = GPT4_SPLIT_PATTERN,
+                 special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS):
+        self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
+        self.pattern = pattern
+        try:
+            regex.compile(pattern)
+        except regex.error as err:
+            raise LanternError(f"tokenizer pattern: invalid regex ({err})") from None
+        vocab = [bytes([b]) for b in range(256)]
+        for rank, (a, b) in enumerate(self.merges):
+            new_id = 256 + rank
+            if not (0 <= a < new_id and 0 <= b < new_id):
+                raise LanternError(f"merge #{rank} ({a}, {b}): both parts must be earlier tokens (ids < {new_id})")
+            vocab.append(vocab[a] + vocab[b])
+        if len(set(vocab)) != len(vocab):
+            raise LanternError("merges: two merges produce the same byte string; the merge list is corrupt")
+        self._vocab = vocab
+        specials = list(special_tokens)
+        if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
+            raise LanternError(f"special tokens must be distinct non-empty strings, got {specials!r}")
+        self.special_tokens: dict[str, int] = {s: len(vocab) + i for i, s in enumerate(specials)}
+        self._special_bytes = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+        self.vocab_size = len(vocab) + len(specials)
+        self._encoding = self._build_encoding()
+
+    def _build_encoding(self):
+        import tiktoken
+
+        return tiktoken.Encoding(
+            name=f"lanternlm-{self.fingerprint()[:12]}",
+            pat_str=self.pattern,
+            mergeable_ranks={piece: i for i, piece in enumerate(self._vocab)},
+            special_tokens=dict(self.special_tokens),
+            explicit_n_vocab=self.vocab_size,
+        )
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int,
+              special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
+              pattern: str = GPT4_SPLIT_PATTERN,
+              backend: Literal["rust", "python"] = "rust") -> "Tokenizer":
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts``.
+
+        Both backends give the same merges. If the corpus runs out of pairs first, the
+        vocabulary is smaller than asked (a warning says so).
+        """
+        specials = list(special_tokens)
+        smallest = 256 + len(specials) + 1
+        if not isinstance(vocab_size, int) or vocab_size < smallest:
+            raise LanternError(f"vocab_size={vocab_size!r} is too small: it must be at least {smallest} "
+                               f"(256 bytes + {len(specials)} special tokens + 1 merge)")
+        num_merges = vocab_size - 256 - len(specials)
+        if backend == "rust":
+            merges = train_bpe_rust(texts, num_merges, pattern)
+        elif backend == "python":
+            chunks = count_chunks(texts, pattern)
+            if not chunks:
+                raise LanternError("training corpus is empty: give at least one non-empty text")
+            merges = train_bpe_python(chunks, num_merges)
+        else:
+            raise LanternError(f"backend={backend!r}: expected 'rust' or 'python'")
+        if len(merges) < num_merges:
+            logger.warning("tokenizer: the corpus only supports %d merges (asked for %d); vocab_size is %d",
+                           len(merges), num_merges, 256 + len(merges) + len(specials))
+        return cls(merges, pattern, specials)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _allowed(self, allowed_special: Iterable[str] | Literal["all"]) -> set[str]:
+        if allowed_special == "all":
+            return set(self.special_tokens)
+        allowed = set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise LanternError(f"allowed_special: unknown special tokens {sorted(unknown)}; "
+                               f"this tokenizer has {list(self.special_tokens)}")
+        return allowed
+
+    def encode(self, text: str, allowed_special: Iterable[str] | Literal["all"] = ()) -> list[int]:
+        """Encode ``text`` to token ids.
+
+        Special-token strings in ``text`` are ordinary text unless listed in
+        ``allowed_special`` (or ``allowed_special="all"``). A lone surrogate is an error.
+        """
+        check_text(text)
+        allowed = self._allowed(allowed_special)
+        if not allowed:
+            return self._encoding.encode_ordinary(text)
+        return self._encoding.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | Literal["all"] = (),
+                     num_threads: int = 8) -> list[list[int]]:
+        """Encode many texts at once (multi-threaded); equal to ``[encode(t) for t in texts]``."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            check_text(text, where=f"text #{i}")
+        allowed = self._allowed(allowed_special)
+        if not allowed:
+            return self._encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+        return self._encoding.encode_batch(texts, num_threads=num_threads,
+                                           allowed_special=allowed, disallowed_special=())
+
+    # ------------------------------------------------------------------ decoding
+
+    def _check_ids(self, ids) -> list[int]:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+            raise LanternError(f"token id {bad} is outside this tokenizer's vocabulary (0..{self.vocab_size - 1})")
+        return ids
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes that ``ids`` stand for (special tokens as their UTF-8 strings)."""
+        return self._encoding.decode_bytes(self._check_ids(ids))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Decode ids to text; bytes that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one token (a special token gives its string's UTF-8 bytes)."""
+        (token_id,) = self._check_ids([token_id])
+        if token_id in self._special_bytes:
+            return self._special_bytes[token_id]
+        return self._vocab[token_id]
+
+    def token_byte_lengths(self) -> list[int]:
+        """Bytes of text per token id, 0 for special tokens (for bits-per-byte)."""
+        return [len(piece) for piece in self._vocab] + [0] * len(self.special_tokens)
+
+    def stream_decoder(self) -> "StreamDecoder":
+        """A decoder fed one id at a time that only ever emits complete characters."""
+        return StreamDecoder(self)
+
+    # ------------------------------------------------------------------ special tokens
+
+    def special_id(self, name: str) -> int:
+        """The id of special token ``name``."""
+        try:
+            return self.special_tokens[name]
+        except KeyError:
+            raise LanternError(f"special token {name!r} is not in this tokenizer "
+                               f"(it has {list(self.special_tokens)})") from None
+
+    @property
+    def eot_id(self) -> int:
+        """Id of ``<|endoftext|>``, the document separator."""
+        return self.special_id("<|endoftext|>")
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict:
+        """The canonical content: what :meth:`save` writes and :meth:`fingerprint` hashes."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "pattern": self.pattern,
+            "vocab_size": self.vocab_size,
+            "special_tokens": dict(self.special_tokens),
+            "merges": [list(pair) for pair in self.merges],
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the canonical content: equal for equal tokenizers, stable across save/load."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one JSON file (merges one pair per line, so it diffs and reads well)."""
+        d = self.to_dict()
+        head = {k: v for k, v in d.items() if k != "merges"}
+        lines = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
+        merges = ",\n".join(f"    [{a}, {b}]" for a, b in self.merges)
+        atomic_write_text(path, f'{lines},\n  "merges": [\n{merges}\n  ]\n}}\n')
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Load a tokenizer saved by :meth:`save`; a malformed file is a clear error naming it."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LanternError(f"{path}: tokenizer file not found") from None
+        except UnicodeDecodeError as err:
+            raise LanternError(f"{path}: not UTF-8 text (byte {err.start}); is this a tokenizer JSON file?") from None
+        except json.JSONDecodeError as err:
+            raise LanternError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg}); "
+                               "the file is truncated or corrupt") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise LanternError(f"{path}: field 'format' is {got!r}, expected {FORMAT!r}")
+        if data.get("version") != VERSION:
+            raise LanternError(f"{path}: field 'version' is {data.get('version')!r}, expected {VERSION}")
+        for field, kind in (("pattern", str), ("merges", list), ("special_tokens", dict), ("vocab_size", int)):
+            if not isinstance(data.get(field), kind):
+                raise LanternError(f"{path}: field {field!r} is missing or not a {kind.__name__}")
+        merges = data["merges"]
+        for rank, pair in enumerate(merges):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
+                raise LanternError(f"{path}: field 'merges'[{rank}] is {pair!r}, expected a pair of token ids")
+        specials = sorted(data["special_tokens"].items(), key=lambda item: item[1])
+        expected = [256 + len(merges) + i for i in range(len(specials))]
+        if [i for _, i in specials] != expected:
+            raise LanternError(f"{path}: field 'special_tokens' ids {[i for _, i in specials]} should be "
+                               f"{expected} (right after the {len(merges)} merges)")
+        try:
+            tok = cls(merges, data["pattern"], [name for name, _ in specials])
+        except LanternError as err:
+            raise LanternError(f"{path}: {err}") from None
+        if tok.vocab_size != data["vocab_size"]:
+            raise LanternError(f"{path}: field 'vocab_size' is {data['vocab_size']} but the merges and "
+                               f"special tokens make {tok.vocab_size}")
+        return tok
+
+    def __getstate__(self) -> dict:
+        return self.to_dict()
+
+    def __setstate__(self, state: dict) -> None:
+        specials = sorted(state["special_tokens"], key=state["special_tokens"].get)
+        self.__init__(state["merges"], state["pattern"], specials)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+                f"special_tokens={len(self.special_tokens)}, fingerprint={self.fingerprint()[:12]})")
+
+    # ------------------------------------------------------------------ human-readable views
+
+    def describe_merges(self) -> str:
+        """One line per merge: ``id: [left] + [right] -> [merged]`` with printable escapes.
+
+        >>> tok = Tokenizer([(104, 105)], special_tokens=["<|endoftext|>"])
+        >>> print(tok.describe_merges())
+        # id: [left] + [right] -> [merged]  (256 byte tokens, 1 merges, 1 special tokens)
+        256: [h] + [i] -> [hi]
+        257: special <|endoftext|>
+        """
+        lines = [f"# id: [left] + [right] -> [merged]  ({256} byte tokens, {len(self.merges)} merges, "
+                 f"{len(self.special_tokens)} special tokens)"]
+        for rank, (a, b) in enumerate(self.merges):
+            lines.append(f"{256 + rank}: [{escape_bytes(self._vocab[a])}] + [{escape_bytes(self._vocab[b])}] "
+                         f"-> [{escape_bytes(self._vocab[256 + rank])}]")
+        lines += [f"{i}: special {name}" for name, i in self.special_tokens.items()]
+        return "\n".join(lines)
+
+    def render_pieces(self, ids: Iterable[int]) -> list[tuple[int, str]]:
+        """Each id with its piece of text, printable (see :func:`escape_bytes`).
+
+        >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+        >>> tok.render_pieces(tok.encode("Hi\\n") + [tok.eot_id])
+        [(72, 'H'), (105, 'i'), (10, '\\\\n'), (256, '<|endoftext|>')]
+        """
+        return [(i, escape_bytes(self.token_bytes(i))) for i in self._check_ids(ids)]
+
+    def to_hf_json(self, path: str | os.PathLike) -> None:
+        """Export a Hugging Face ``tokenizer.json`` (``tokenizers.Tokenizer.from_file`` loads it).
+
+        Same split regex, byte-level alphabet, BPE merges and special tokens, so it encodes
+        identically to :meth:`encode` with ``allowed_special="all"`` (Hugging Face always
+        recognises added special tokens in text).
+        """
+        alphabet = bytes_to_unicode()
+
+        def hf(piece: bytes) -> str:
+            return "".join(alphabet[b] for b in piece)
+
+        doc = {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [{"id": i, "content": name, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True} for name, i in self.special_tokens.items()],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+            ]},
+            "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+            "model": {
+                "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                "vocab": {hf(piece): i for i, piece in enumerate(self._vocab)},
+                "merges": [f"{hf(self._vocab[a])} {hf(self._vocab[b])}" for a, b in self.merges],
+            },
+        }
+        atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+
+
+class StreamDecoder:
+    """Decode ids one at a time, emitting text only once a character is complete.
+
+    A multi-byte character split across tokens is held back until its last byte arrives;
+    invalid bytes come out as U+FFFD.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+    >>> dec = tok.stream_decoder()
+    >>> [dec.push(i) for i in tok.encode("é!")], dec.flush()
+    (['', 'é', '!'], '')
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """Add one id; return the text completed by it (possibly empty)."""
+        return self._decoder.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """End of stream: return what is left (an unfinished character becomes U+FFFD)."""
+        text = self._decoder.decode(b"", final=True)
+        self._decoder.reset()
+        return text
+
+
+# --------------------------------------------------------------------------- terminal view
+
+_COLOURS = [153, 217, 187, 223, 183, 152]  # soft 256-colour backgrounds, black text
+
+
+def render_colored(tokenizer: Tokenizer, text: str, color: bool = True, allowed_special="all") -> str:
+    """The ``"I love pizza!" -> [...]`` view: pieces on coloured backgrounds, ids, counts.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+    >>> print(render_colored(tok, "Hi!", color=False))
+    'Hi!' -> [72, 105, 33]
+    [H|72] [i|105] [!|33]
+    3 tokens, 3 characters, 3 bytes, 1.00 bytes/token
+    """
+    ids = tokenizer.encode(text, allowed_special=allowed_special)
+    pieces = tokenizer.render_pieces(ids)
+    if color:
+        shown = " ".join(f"\x1b[48;5;{_COLOURS[k % len(_COLOURS)]}m\x1b[30m{piece}\x1b[0m\x1b[2m{i}\x1b[0m"
+                         for k, (i, piece) in enumerate(pieces))
+    else:
+        shown = " ".join(f"[{piece}|{i}]" for i, piece in pieces)
+    n_bytes = len(text.encode("utf-8"))
+    return "\n".join([
+        f"{text!r} -> {ids}",
+        shown,
+        f"{len(ids)} tokens, {len(text)} characters, {n_bytes} bytes, "
+        f"{n_bytes / max(1, len(ids)):.2f} bytes/token",
+    ])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def iter_file_texts(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """Yield the text of files (folders: their ``*.txt`` files), cut into paragraphs.
+
+    Cuts fall only after a newline followed by a non-space character, where no regex
+    chunk can span, so training sees exactly the chunks of the whole file.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.txt"))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise LanternError(f"{p}: no such file or folder")
+    if not files:
+        raise LanternError(f"no text files found in {[str(p) for p in paths]}")
+    cut = regex.compile(r"(?<=\n)(?=\S)")
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            line = f.read_bytes()[: err.start].count(b"\n") + 1
+            raise LanternError(f"{f}: line {line}: byte {err.start} is not UTF-8 ({err.reason})") from None
+        yield from cut.splititer(text)
+
+
+def train_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                config: TokenizerTrainConfig | None = None) -> Tokenizer:
+    """Train on text files, save to ``out`` (and ``out`` with ``.merges.txt`` listing), return it."""
+    config = config or TokenizerTrainConfig()
+    logger.info("training a %d-token tokenizer (%s backend) on %s", config.vocab_size, config.backend,
+                ", ".join(map(str, paths)))
+    tok = Tokenizer.train(iter_file_texts(paths), config.vocab_size, pattern=config.pattern,
+                          backend=config.backend)  # type: ignore[arg-type]
+    tok.save(out)
+    listing = Path(out).with_suffix(".merges.txt")
+    atomic_write_text(listing, tok.describe_merges() + "\n")
+    logger.info("saved %r to %s (merges listed in %s)", tok, out, listing)
+    return tok
