@@ -1,0 +1,140 @@
+"""Model checkpoints on disk: weights in ``model.safetensors``, architecture in ``model.json``.
+
+A model directory (a run directory, or an exported model) holds::
+
+    model.safetensors   the weights (safetensors: no code runs when loading)
+    model.json          {"format": "lanternlm-model/1", "config": {GPTConfig fields},
+                         "num_params": int, "dtype": "float32"}
+    tokenizer.json      the tokenizer (written by the tokenizer/data/training stages)
+
+Each file is written to a temporary name and renamed into place, so a crash never leaves
+a half-written file under the real name. Training state (optimizer, data position)
+belongs to :mod:`lanternlm.train`, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .config import atomic_write_text
+from .errors import LanternError
+from .model import GPT, GPTConfig
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
+
+FORMAT = "lanternlm-model/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def save_model(directory: str | os.PathLike, model: GPT) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous().cpu()
+             for name, tensor in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": FORMAT})
+        os.replace(tmp, directory / WEIGHTS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"format": FORMAT, "config": dataclasses.asdict(model.config),
+            "num_params": model.num_params(),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def load_config(directory: str | os.PathLike) -> GPTConfig:
+    """Read the architecture from ``directory/model.json`` (clear errors for bad files)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise LanternError(f"{path}: no such file; is {directory} a model or run directory?")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LanternError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise LanternError(f"{path}: field 'format' is {found!r}, expected {FORMAT!r}")
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise LanternError(f"{path}: field 'config' is missing or not an object")
+    known = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise LanternError(f"{path}: unknown config field(s) {unknown} (written by a newer "
+                           f"lanternlm?); known fields: {sorted(known)}")
+    try:
+        return GPTConfig(**raw)
+    except TypeError as err:
+        raise LanternError(f"{path}: bad 'config': {err}") from None
+    except LanternError as err:
+        raise LanternError(f"{path}: {err}") from None
+
+
+def load_model(directory: str | os.PathLike, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> GPT:
+    """Rebuild the model saved by :func:`save_model`, in eval mode.
+
+    The model is built on the meta device (no wasted init), then the weights are loaded
+    straight into place. Every tensor must be present with the right shape.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = load_config(directory)
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise LanternError(f"{path}: no such file")
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LanternError(f"{path}: cannot read weights, the file is corrupt or truncated "
+                           f"({err})") from None
+    with torch.device("meta"):
+        model = GPT(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise LanternError(f"{path}: weights do not match {CONFIG_FILE}: missing {missing}, "
+                           f"unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise LanternError(f"{path}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+                               f"{CONFIG_FILE} implies {shape}")
+    model.load_state_dict(state, assign=True)
+    model.init_buffers()
+    model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def load_run(directory: str | os.PathLike,
+             device: torch.device | str | None = None) -> tuple[GPT, Tokenizer]:
+    """The model and its tokenizer from a run directory (checks they agree on vocab size)."""
+    from .tokenizer import Tokenizer
+
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise LanternError(f"{path}: no such file; a run directory holds its tokenizer")
+    tokenizer = Tokenizer.load(path)
+    model = load_model(directory, device=device)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise LanternError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the "
+                           f"model only {model.config.vocab_size}; wrong tokenizer.json?")
+    return model, tokenizer
