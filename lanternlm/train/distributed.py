@@ -1,8 +1,9 @@
 """Data parallelism from the outside: the model itself has no parallel code.
 
 Under ``torchrun`` (which sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``) every process
-builds the same model, :func:`wrap_model` wraps it in DDP (gloo on CPU, NCCL on CUDA)
-or shards it with FSDP2, and each process reads its own rows of every global batch.
+builds the same model, :func:`wrap_model` wraps it in DDP (gloo on CPU, NCCL on CUDA),
+and each process reads its own rows of every global batch. (FSDP2 sharding is not wired
+in yet: the models this project trains fit one device.)
 Without those variables everything here is a no-op for one process.
 """
 
@@ -17,7 +18,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import LanternError
 
 
 @dataclass(frozen=True)
@@ -58,26 +58,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, local_rank, world_size, dev)
 
 
-def wrap_model(model: nn.Module, info: DistInfo, mode: str = "ddp") -> nn.Module:
-    """DDP (``mode="ddp"``) or FSDP2 (``mode="fsdp"``, each block of a ``ModuleList`` sharded)."""
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    """The model wrapped in DistributedDataParallel when several processes run, else itself."""
     if not info.enabled:
         return model
-    if mode == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-        ids = [info.local_rank] if info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
-    if mode == "fsdp":
-        try:
-            from torch.distributed.fsdp import fully_shard
-        except ImportError:  # torch < 2.6 keeps FSDP2 here
-            from torch.distributed._composable.fsdp import fully_shard
-        for module in model.modules():
-            if isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block)
-        fully_shard(model)
-        return model
-    raise LanternError(f"unknown parallel mode {mode!r}; choose ddp or fsdp")
+    from torch.nn.parallel import DistributedDataParallel
+    ids = [info.local_rank] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def no_sync(model: nn.Module, skip: bool):
@@ -103,13 +90,13 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision, for every process (e.g. a time budget or an early stop)."""
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every process (e.g. the decision to stop at a time budget)."""
     if not info.enabled:
-        return flag
-    box = [flag]
+        return obj
+    box = [obj]
     dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 def barrier(info: DistInfo) -> None:

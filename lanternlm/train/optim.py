@@ -29,26 +29,29 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) 
     """Approximately orthogonalise ``g`` (U S V^T -> about U V^T) by a quintic Newton-Schulz iteration.
 
     The coefficients (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular
-    values towards 1 fast, landing in roughly [0.7, 1.2] rather than exactly 1.
+    values towards 1 fast, landing in roughly [0.7, 1.2] rather than exactly 1. Runs in
+    bfloat16, as the reference does.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.float()
-    tall = x.size(0) > x.size(1)
+    x = g.bfloat16()
+    tall = g.size(0) > g.size(1)
     if tall:
         x = x.T  # (cols, rows): iterate on the wide side
     x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
     for _ in range(steps):
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b * gram + c * gram @ gram
+        x = torch.addmm(x, poly, x, beta=a)  # a * x + poly @ x
+    return x.T if tall else x
 
 
 class NewtonSchulzMuon(torch.optim.Optimizer):
-    """Muon for torch < 2.9, matching ``torch.optim.Muon``'s defaults and lr adjustment.
+    """Muon for torch < 2.9, the same update as ``torch.optim.Muon`` with its defaults.
 
-    Per 2-D parameter: ``m = momentum * m + g``; with Nesterov the update direction is
-    ``g + momentum * m``; it is orthogonalised, scaled by ``sqrt(max(1, rows / cols))``,
-    and applied after decoupled weight decay ``p *= 1 - lr * weight_decay``.
+    Per 2-D parameter: momentum as an average ``m = lerp(m, g, 1 - momentum)``; with
+    Nesterov the direction is ``lerp(g, m, momentum)``; it is orthogonalised, scaled by
+    ``sqrt(max(1, rows / cols))``, and applied after decoupled weight decay
+    ``p *= 1 - lr * weight_decay``.
     """
 
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
@@ -66,8 +69,8 @@ class NewtonSchulzMuon(torch.optim.Optimizer):
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad)
                 buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(p.grad)
-                direction = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                direction = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
                 update = zeropower_newton_schulz(direction, group["ns_steps"])
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
