@@ -28,6 +28,79 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
     return fn
 
 
+def _read_text_arg(text: str) -> str:
+    """A TEXT argument, or standard input when it is ``-``."""
+    return sys.stdin.read() if text == "-" else text
+
+
+@command
+def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .tokenizer import TokenizerTrainConfig
+
+    parser = sub.add_parser("tokenizer", help="train, inspect and use a byte-level BPE tokenizer",
+                            description="Train a BPE tokenizer, encode/decode text, show how text splits.")
+    parser.set_defaults(func=lambda args: parser.print_help() or 1)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION")
+
+    train = actions.add_parser("train", help="train a tokenizer on text files",
+                               description="Train on text files (folders: their *.txt files); writes OUT "
+                                           "(one JSON file) and OUT.merges.txt (a readable merge listing).")
+    train.add_argument("--input", nargs="+", required=True, metavar="PATH", help="text files or folders")
+    train.add_argument("--out", required=True, metavar="FILE", help="where to write the tokenizer JSON")
+    add_arguments(train, TokenizerTrainConfig)
+    train.set_defaults(func=_tokenizer_train)
+
+    for name, help_text, func in (("encode", "print the token ids of TEXT (or decode ids with --decode)",
+                                   _tokenizer_encode),
+                                  ("show", "show TEXT split into coloured pieces with their ids", _tokenizer_show),
+                                  ("merges", "list the learned merges, one per line", _tokenizer_merges)):
+        p = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--tokenizer", required=True, metavar="FILE", help="a tokenizer JSON file")
+        if name != "merges":
+            p.add_argument("text", metavar="TEXT", help="the text ('-' reads standard input)")
+            p.add_argument("--allow-special", action="store_true",
+                           help="turn special-token strings like <|endoftext|> into their ids "
+                                "(default: encode them as plain text)")
+        if name == "encode":
+            p.add_argument("--decode", action="store_true", help="TEXT is token ids ('1 2 3'); print the text")
+        if name == "show":
+            p.add_argument("--no-color", action="store_true", help="plain [piece|id] output, no colours")
+        p.set_defaults(func=func)
+
+
+def _tokenizer_train(args: argparse.Namespace) -> None:
+    from .config import from_arguments
+    from .tokenizer import TokenizerTrainConfig, train_files
+
+    config, _ = from_arguments(TokenizerTrainConfig, args)
+    train_files(args.input, args.out, config)
+
+
+def _tokenizer_encode(args: argparse.Namespace) -> None:
+    from .tokenizer import Tokenizer, parse_ids
+
+    tok, text = Tokenizer.load(args.tokenizer), _read_text_arg(args.text)
+    if args.decode:
+        print(tok.decode(parse_ids(text)))
+    else:
+        print(tok.encode(text, allowed_special="all" if args.allow_special else ()))
+
+
+def _tokenizer_show(args: argparse.Namespace) -> None:
+    from .tokenizer import Tokenizer, render_colored
+
+    print(render_colored(Tokenizer.load(args.tokenizer), _read_text_arg(args.text),
+                         color=not args.no_color and sys.stdout.isatty(),
+                         allowed_special="all" if args.allow_special else ()))
+
+
+def _tokenizer_merges(args: argparse.Namespace) -> None:
+    from .tokenizer import Tokenizer
+
+    print(Tokenizer.load(args.tokenizer).describe_merges())
+
+
 # --------------------------------------------------------------------------- entry point
 
 

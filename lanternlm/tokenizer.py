@@ -688,7 +688,7 @@ class StreamDecoder:
 _COLOURS = [153, 217, 187, 223, 183, 152]  # soft 256-colour backgrounds, black text
 
 
-def render_colored(tokenizer: Tokenizer, text: str, color: bool = True, allowed_special="all") -> str:
+def render_colored(tokenizer: Tokenizer, text: str, color: bool = True, allowed_special=()) -> str:
     """The ``"I love pizza!" -> [...]`` view: pieces on coloured backgrounds, ids, counts.
 
     >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
@@ -699,15 +699,16 @@ def render_colored(tokenizer: Tokenizer, text: str, color: bool = True, allowed_
     """
     ids = tokenizer.encode(text, allowed_special=allowed_special)
     pieces = tokenizer.render_pieces(ids)
-    if color:
-        shown = " ".join(f"\x1b[48;5;{_COLOURS[k % len(_COLOURS)]}m\x1b[30m{piece}\x1b[0m\x1b[2m{i}\x1b[0m"
-                         for k, (i, piece) in enumerate(pieces))
+    if color:  # the text as contiguous coloured pieces, then each id on its piece's colour
+        paint = [f"\x1b[48;5;{_COLOURS[k % len(_COLOURS)]}m\x1b[30m" for k in range(len(pieces))]
+        shown = ["".join(f"{p}{piece}\x1b[0m" for p, (_, piece) in zip(paint, pieces)),
+                 " ".join(f"{p}{i}\x1b[0m" for p, (i, _) in zip(paint, pieces))]
     else:
-        shown = " ".join(f"[{piece}|{i}]" for i, piece in pieces)
+        shown = [" ".join(f"[{piece}|{i}]" for i, piece in pieces)]
     n_bytes = len(text.encode("utf-8"))
     return "\n".join([
         f"{text!r} -> {ids}",
-        shown,
+        *shown,
         f"{len(ids)} tokens, {len(text)} characters, {n_bytes} bytes, "
         f"{n_bytes / max(1, len(ids)):.2f} bytes/token",
     ])
