@@ -137,7 +137,7 @@ def _documents(spec: SourceSpec, config: ReadConfig, cache, stats: SourceStats) 
     if spec.kind == "builtin":
         from . import builtin
         corpus = builtin.get(spec.location, cache=cache)
-        config = dataclasses.replace(config, text_split=corpus.text_split)
+        config = dataclasses.replace(config, **corpus.read)
         for path in corpus.files:
             yield from _read_file(path, corpus.kind, config, stats)
     elif spec.kind == "url":
@@ -220,23 +220,34 @@ def _read_text(path: Path, config: ReadConfig) -> Iterator[Document]:
         raise LanternError(f"text_split must be file, paragraph, chunk or sep:MARK, not {mode!r}")
     minimum = config.chunk_chars if mode == "chunk" else 0
     buffer: list[str] = []
-    size, start = 0, 1
+    size = start = 0
+    held: Document | None = None           # the last full document, held back so a short tail can join it
     for lineno, line in _lines(path, config.encoding_errors):
-        if not ends_document(line):
-            if not buffer and not line.strip():
-                start = lineno + 1
+        if ends_document(line):
+            if buffer and size >= minimum:
+                if held is not None:
+                    yield held
+                held = Document("".join(buffer), f"{path}:{start}")
+                buffer, size = [], 0
+            elif buffer:
+                buffer.append(line)        # chunk mode: keep the paragraph break inside the chunk
+            continue
+        if not buffer:
+            if not line.strip():
                 continue
-            buffer.append(line)
-            size += len(line)
-        elif buffer and size >= minimum:
-            if mode == "chunk":
-                buffer.append(line)
-            yield Document("".join(buffer), f"{path}:{start}")
-            buffer, size, start = [], 0, lineno + 1
-        elif buffer:
-            buffer.append(line)
-    if buffer and "".join(buffer).strip():
-        yield Document("".join(buffer), f"{path}:{start}")
+            start = lineno
+        buffer.append(line)
+        size += len(line)
+    tail = "".join(buffer)
+    if tail.strip():
+        if held is not None and size < minimum:
+            held = Document(held.text + "\n" + tail, held.origin)
+        else:
+            if held is not None:
+                yield held
+            held = Document(tail, f"{path}:{start}")
+    if held is not None:
+        yield held
 
 
 def _read_jsonl(path: Path, config: ReadConfig) -> Iterator[Document]:
