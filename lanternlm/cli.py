@@ -101,6 +101,25 @@ def _tokenizer_merges(args: argparse.Namespace) -> None:
     print(Tokenizer.load(args.tokenizer).describe_merges())
 
 
+@command
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="model sizes, KV cache and memory: can I run it here?",
+                       description="Without an argument: a table of the model presets. With a "
+                       "preset name or a model/run directory: parameters, weight bytes per "
+                       "dtype, KV-cache bytes, and an estimate of the memory needed to run it.")
+    p.add_argument("target", nargs="?", help="preset name or model/run directory")
+    p.add_argument("--batch-size", type=int, default=1, help="batch for the memory estimate")
+    p.add_argument("--context", type=int, default=None,
+                   help="positions for the memory estimate (default: the full context window)")
+    p.set_defaults(func=_info)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .memory import info
+
+    print(info(args.target, batch_size=args.batch_size, context=args.context))
+
+
 # --------------------------------------------------------------------------- entry point
 
 
