@@ -181,7 +181,9 @@ def normalize_whitespace(text: str) -> str:
 # --------------------------------------------------------------------------- measures
 
 
-_COMMON_PUNCTUATION = set(".,;:!?'\"()[]-\u2014\u2013\u2018\u2019\u201c\u201d&/%$")
+_COMMON_PUNCTUATION = ".,;:!?'\"()\\[\\]\\-\u2014\u2013\u2018\u2019\u201c\u201d&/%$"
+_SYMBOL = re.compile(rf"[^\w\s{_COMMON_PUNCTUATION}]|_")
+_SPACE = re.compile(r"\s")
 
 
 def symbol_ratio(text: str) -> float:
@@ -190,11 +192,8 @@ def symbol_ratio(text: str) -> float:
     >>> symbol_ratio("Hello, world!"), symbol_ratio("#### @@@@ ok")
     (0.0, 0.8)
     """
-    chars = [c for c in text if not c.isspace()]
-    if not chars:
-        return 0.0
-    odd = sum(1 for c in chars if not c.isalnum() and c not in _COMMON_PUNCTUATION)
-    return odd / len(chars)
+    visible = len(text) - len(_SPACE.findall(text))
+    return len(_SYMBOL.findall(text)) / visible if visible else 0.0
 
 
 def duplicate_line_fraction(text: str) -> float:
@@ -225,7 +224,7 @@ def top_ngram_fraction(text: str, n: int = 2) -> float:
     words = text.split()
     if len(words) < n:
         return 0.0
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    counts = Counter(zip(*(words[i:] for i in range(n))))
     gram, count = counts.most_common(1)[0]
     if count < 2:
         return 0.0

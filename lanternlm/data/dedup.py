@@ -10,7 +10,8 @@ never held.
 Near duplicates, step by step:
 
 1. **Shingles**: the set of word ``n``-grams of the normalised text (lower case,
-   single spaces), each hashed to 32 bits. Two documents are near duplicates when
+   single spaces), each hashed to 32 bits (CRC-32 of each word, a position-weighted
+   sum over the n-gram, then MurmurHash3's finaliser to mix the bits). Two documents are near duplicates when
    the Jaccard similarity of their shingle sets, |A ∩ B| / |A ∪ B|, is at least the
    threshold.
 2. **MinHash**: ``num_perm`` random hash functions ``h(x) = (a·x + b) mod (2^61 − 1)``;
@@ -26,6 +27,7 @@ Near duplicates, step by step:
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,10 +78,6 @@ class ExactDedup:
         return True
 
 
-def _hash32(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=4).digest(), "little")
-
-
 def _fmix32(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's finaliser: spreads every input bit over the output (uint32 in, uint32 out)."""
     h = h ^ (h >> np.uint32(16))
@@ -105,11 +103,7 @@ def shingles(text: str, n: int = 5) -> np.ndarray:
     words = normalize_for_dedup(text).split()
     if not words:
         return np.zeros(0, dtype=np.uint32)
-    cache: dict[str, int] = {}
-    for word in words:
-        if word not in cache:
-            cache[word] = _hash32(word)
-    hashed = np.array([cache[word] for word in words], dtype=np.uint32)
+    hashed = np.array([zlib.crc32(word.encode("utf-8")) for word in words], dtype=np.uint32)
     width = min(n, len(words))
     count = len(words) - width + 1
     combined = np.zeros(count, dtype=np.uint32)
