@@ -6,8 +6,8 @@ Parameter groups (nanoGPT's rule, plus Muon's):
   (norm gains, biases) do not;
 - with ``name="muon"``, the 2-D weights *inside the blocks* are updated by Muon
   (momentum, then the update orthogonalised by a Newton-Schulz iteration); the
-  token/position embeddings and the output head (any ``nn.Embedding``, and a
-  ``Linear`` whose output size is the vocabulary) stay with AdamW, as Muon's authors
+  token/position embeddings and the output head (any ``nn.Embedding``, and
+  ``model.lm_head`` when the head is not tied) stay with AdamW, as Muon's authors
   recommend.
 
 Muon is ``torch.optim.Muon`` when torch has it (2.9+); older torch gets
@@ -77,13 +77,11 @@ class NewtonSchulzMuon(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"] * scale)
 
 
-def _head_and_embedding_params(model: nn.Module, vocab_size: int) -> set[int]:
-    ids = set()
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            ids.add(id(module.weight))
-        elif isinstance(module, nn.Linear) and module.out_features == vocab_size:
-            ids.add(id(module.weight))
+def _head_and_embedding_params(model: nn.Module) -> set[int]:
+    """The ids of every ``nn.Embedding`` weight and of the output head ``model.lm_head``."""
+    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    if getattr(model, "lm_head", None) is not None:
+        ids.add(id(model.lm_head.weight))
     return ids
 
 
@@ -126,12 +124,12 @@ class Optimizers:
             opt.load_state_dict(state)
 
 
-def build_optimizers(model: nn.Module, *, name: str, vocab_size: int, lr: float, muon_lr: float,
+def build_optimizers(model: nn.Module, *, name: str, lr: float, muon_lr: float,
                      weight_decay: float, betas: tuple[float, float], fused: bool) -> Optimizers:
     """The optimizer(s) for ``model``: ``name`` is ``"adamw"`` or ``"muon"`` (see the module doc)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-    outer = _head_and_embedding_params(model, vocab_size)
+    outer = _head_and_embedding_params(model)
     seen: set[int] = set()
     decay, no_decay, matrices = [], [], []
     for p in model.parameters():
