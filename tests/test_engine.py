@@ -1,0 +1,198 @@
+"""The engine loop end to end on tiny random models: parity with full recomputation."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lanternlm.engine as engine_module
+from lanternlm.engine import Engine
+from lanternlm.errors import LanternError
+from lanternlm.model import GPT, GPTConfig
+from lanternlm.sampling import SamplingParams, sample_next_token, token_presence
+
+GREEDY = SamplingParams(temperature=0)
+
+CONFIGS = {
+    "gpt2": GPTConfig(vocab_size=96, block_size=32, n_layer=2, n_head=2, n_embd=32),
+    "llama": GPTConfig(vocab_size=96, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+                       pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+                       tie_embeddings=False, qk_norm=True),
+}
+
+
+def make_model(family: str, seed: int = 0, std: float = 0.3) -> GPT:
+    """A random model with large weights, so that its distributions are far from uniform."""
+    torch.manual_seed(seed)
+    return GPT(dataclasses.replace(CONFIGS[family], init_std=std)).eval()
+
+
+PROMPTS = [[5, 17, 3, 88, 42, 9, 1], [60], [7, 7, 7, 2]]
+
+
+@torch.no_grad()
+def full_logits(model: GPT, ids: list[int]) -> torch.Tensor:
+    """Next-token logits recomputed from scratch over the whole sequence (no cache)."""
+    return model(torch.tensor([ids])).logits[0, -1]
+
+
+@pytest.mark.parametrize("family", CONFIGS)
+def test_cached_distributions_equal_full_recomputation(family):
+    model = make_model(family)
+    engine = Engine(model)
+    V = model.config.vocab_size
+    completions = engine.generate(PROMPTS, max_tokens=10, top_alternatives=V,
+                                  sampling=SamplingParams(temperature=1.0, seed=3))
+    for prompt, completion in zip(PROMPTS, completions):
+        assert len(completion.events) == 10
+        ids = list(prompt)
+        for event in completion.events:
+            reference = F.log_softmax(full_logits(model, ids), dim=-1)
+            cached = torch.full((V,), float("nan"))
+            for token, prob in event.raw_top:
+                cached[token] = torch.tensor(prob).log()
+            assert torch.allclose(cached, reference, atol=1e-5, rtol=0)
+            assert abs(event.logprob - reference[event.token].item()) <= 1e-5
+            assert event.sampled_logprob == pytest.approx(event.logprob, abs=1e-5)  # no filters
+            ids.append(event.token)
+
+
+@pytest.mark.parametrize("family", CONFIGS)
+def test_greedy_equals_argmax_loop_without_cache(family):
+    model = make_model(family)
+    engine = Engine(model)
+    for prompt, completion in zip(PROMPTS, engine.generate(PROMPTS, max_tokens=12, sampling=GREEDY)):
+        ids = list(prompt)
+        for _ in range(12):
+            ids.append(int(full_logits(model, ids).argmax()))
+        assert completion.tokens == ids[len(prompt):]
+        assert completion.finish_reason == "length"
+
+
+@pytest.mark.parametrize("family", CONFIGS)
+def test_batch_gives_the_same_tokens_as_each_prompt_alone(family, monkeypatch):
+    engine = Engine(make_model(family))
+    alone = [engine.generate([p], max_tokens=12, sampling=GREEDY)[0].tokens for p in PROMPTS]
+    batch = [c.tokens for c in engine.generate(PROMPTS, max_tokens=12, sampling=GREEDY)]
+    assert batch == alone
+    # a prefill split into chunks of 2 positions changes nothing
+    monkeypatch.setattr(engine_module, "PREFILL_LOGITS_BUDGET", 2 * len(PROMPTS) * 96)
+    assert [c.tokens for c in engine.generate(PROMPTS, max_tokens=12, sampling=GREEDY)] == alone
+
+
+def test_sampling_equals_reference_loop_with_every_filter():
+    model = make_model("llama")
+    params = SamplingParams(temperature=0.8, top_k=20, top_p=0.9, min_p=0.02,
+                            repetition_penalty=1.3, seed=11)
+    prompt = [4, 8, 15, 16, 23, 42]
+    got = Engine(model).generate([prompt], max_tokens=15, sampling=params)[0].tokens
+    generator = torch.Generator().manual_seed(11)
+    ids = list(prompt)
+    for _ in range(15):
+        present = token_presence(torch.tensor([ids]), 96)
+        ids.append(int(sample_next_token(full_logits(model, ids)[None], params, generator, present)))
+    assert got == ids[len(prompt):]
+
+
+def test_seed_makes_sampling_reproducible():
+    engine = Engine(make_model("gpt2"))
+    run = lambda seed: [c.tokens for c in engine.generate(
+        PROMPTS, max_tokens=12, sampling=SamplingParams(temperature=1.0, seed=seed))]
+    assert run(5) == run(5)
+    assert run(5) != run(6)  # 36 draws from wide distributions: equal with negligible chance
+
+
+def test_stop_tokens_end_rows_independently():
+    engine = Engine(make_model("gpt2"))
+    free = engine.generate(PROMPTS, max_tokens=10, sampling=GREEDY)
+    stop = free[0].tokens[3]
+    first = free[0].tokens.index(stop)
+    out = engine.generate(PROMPTS, max_tokens=10, sampling=GREEDY, stop_tokens=[stop])
+    assert out[0].tokens == free[0].tokens[:first]
+    assert (out[0].finish_reason, out[0].stop_token) == ("stop", stop)
+    for got, want in zip(out[1:], free[1:]):  # other rows go on, unchanged, unless they hit it too
+        if stop in want.tokens:
+            assert got.tokens == want.tokens[:want.tokens.index(stop)] and got.finish_reason == "stop"
+        else:
+            assert got.tokens == want.tokens and got.finish_reason == "length"
+
+
+def test_stream_reports_finish_reasons_and_filtered_alternatives():
+    engine = Engine(make_model("llama"))
+    params = SamplingParams(temperature=0.7, top_k=3, seed=0)
+    events = list(engine.stream(PROMPTS, max_tokens=5, sampling=params, top_alternatives=5))
+    assert len(events) == 15
+    assert [e.index for e in events if e.row == 1] == [0, 1, 2, 3, 4]
+    assert [e.finish_reason for e in events if e.row == 2] == [None] * 4 + ["length"]
+    for e in events:
+        raw_probs = [p for _, p in e.raw_top]
+        assert raw_probs == sorted(raw_probs, reverse=True) and len(raw_probs) == 5
+        assert len(e.filtered_top) == 3  # top-k removed the others
+        assert sum(p for _, p in e.filtered_top) == pytest.approx(1.0, abs=1e-5)
+        assert {t for t, _ in e.filtered_top} == {t for t, _ in e.raw_top[:3]}
+        assert e.token in {t for t, _ in e.filtered_top}
+        chosen = dict(e.filtered_top)[e.token]
+        assert e.sampled_logprob == pytest.approx(torch.tensor(chosen).log().item(), abs=1e-5)
+
+
+def test_generation_stop_ends_one_row():
+    engine = Engine(make_model("gpt2"))
+    generation = engine.stream(PROMPTS, max_tokens=6, sampling=GREEDY)
+    events = []
+    for event in generation:
+        events.append(event)
+        if event.row == 1 and event.index == 1:
+            generation.stop(1)
+    assert [e.index for e in events if e.row == 1] == [0, 1]
+    assert len([e for e in events if e.row == 0]) == 6
+
+
+def test_context_window_error_and_left_truncation():
+    model = make_model("gpt2")
+    engine = Engine(model)
+    long = list(range(1, 41))  # 40 tokens, window 32
+    with pytest.raises(LanternError, match="context window is 32"):
+        engine.generate([long], max_tokens=4, sampling=GREEDY)
+    with pytest.raises(LanternError, match="truncate"):
+        engine.generate([long[:32]], max_tokens=4, sampling=GREEDY)
+    out = engine.generate([long], max_tokens=4, sampling=GREEDY, truncate="left")[0]
+    assert out.prompt == long[-28:]  # room left for the 4 new tokens
+    assert out.tokens == engine.generate([long[-28:]], max_tokens=4, sampling=GREEDY)[0].tokens
+    # asking for more than half the window keeps half the window of prompt
+    out = engine.generate([long], max_tokens=30, sampling=GREEDY, truncate="left")[0]
+    assert out.prompt == long[-16:] and (len(out.tokens), out.finish_reason) == (16, "context")
+
+
+def test_rows_that_fill_the_window_end_while_others_go_on():
+    engine = Engine(make_model("llama"))
+    prompts = [list(range(1, 30)), [3, 1, 4]]  # 29 tokens leave room for 3 in a window of 32
+    out = engine.generate(prompts, max_tokens=20, sampling=GREEDY)
+    assert (len(out[0].tokens), out[0].finish_reason) == (3, "context")
+    assert (len(out[1].tokens), out[1].finish_reason) == (20, "length")
+    assert out[1].tokens == engine.generate(prompts[1:], max_tokens=20, sampling=GREEDY)[0].tokens
+    assert out[0].tokens == engine.generate(prompts[:1], max_tokens=20, sampling=GREEDY)[0].tokens
+
+
+@pytest.mark.parametrize("prompts,kwargs,match", [
+    ([[]], {}, "empty"),
+    ([[1, 96]], {}, "outside the model's vocabulary"),
+    ([[-1]], {}, "outside"),
+    ([], {}, "no prompts"),
+    ([[1]], {"max_tokens": 0}, "max_tokens"),
+    ([[1]], {"truncate": "right"}, "truncate"),
+])
+def test_bad_requests_raise(prompts, kwargs, match):
+    engine = Engine(make_model("gpt2"))
+    with pytest.raises(LanternError, match=match):
+        engine.generate(prompts, **{"max_tokens": 3, **kwargs})
+
+
+def test_bf16_weights_run_and_mostly_agree_with_fp32():
+    fp32 = Engine(make_model("gpt2")).generate(PROMPTS, max_tokens=8, sampling=GREEDY)
+    bf16 = Engine(make_model("gpt2"), dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16
+    out = bf16.generate(PROMPTS, max_tokens=8, sampling=GREEDY)
+    assert [c.finish_reason for c in out] == ["length"] * 3
+    # the first token comes from the same prompt: rounding rarely flips a clear argmax
+    assert sum(a.tokens[0] == b.tokens[0] for a, b in zip(out, fp32)) >= 2
