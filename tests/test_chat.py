@@ -239,3 +239,12 @@ def test_show_colours_the_mask_and_has_a_plain_fallback(tok):
 
 def test_rendered_targets_are_shifted_and_masked():
     assert Rendered([1, 2, 3], [0, 1, 0], "low").targets() == [2, -1]
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lanternlm.chat
+
+    failed, attempted = doctest.testmod(lanternlm.chat)
+    assert failed == 0 and attempted > 5

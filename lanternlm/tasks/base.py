@@ -1,0 +1,189 @@
+"""What every task shares: the example record, the train/test split, answer parsing.
+
+A task owns its data, its evaluation and its reward, so supervised fine-tuning,
+evaluation and RL all read the same code. A subclass writes four things:
+
+* :meth:`Task.sample` draws one example from a random generator;
+* :meth:`Task.thinking` writes the thinking trace at a reasoning level;
+* :meth:`Task.reply` writes the final answer as the assistant says it;
+* :meth:`Task.parse` pulls the final answer out of a model's reply.
+
+The split is a pure function of the example's ``key`` (the word, the sum, ...):
+``split_of(task, key)`` hashes it, so a held-out key never appears in training,
+whatever the seed and however many examples are drawn.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import LanternError
+
+SPLITS = ("train", "test")
+THINKING_LEVELS = ("low", "medium", "high")
+TEST_PERCENT = 10  # share of keys held out for evaluation
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance.
+
+    ``key`` decides the split; ``question`` is the user's message; ``answer`` is the
+    canonical final answer (``"3"``, ``"579"``, ``"nretnal"``) that :meth:`Task.evaluate`
+    compares against; ``fields`` holds what the traces need (the word, the operands...).
+    """
+
+    task: str
+    key: str
+    question: str
+    answer: str
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def split_of(task: str, key: str) -> str:
+    """``"test"`` for about :data:`TEST_PERCENT` % of keys, ``"train"`` for the rest.
+
+    >>> split_of("letters", "strawberry")
+    'train'
+    >>> split_of("letters", "strawberry") == split_of("letters", "strawberry")
+    True
+    """
+    digest = hashlib.sha256(f"{task}\0{key}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % 100 < TEST_PERCENT else "train"
+
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"no": 0, "none": 0, "once": 1, "twice": 2})
+_NUMBER = re.compile(r"(?<![\w.])[-\u2212]?\d[\d,]*(?:\.\d+)?(?![\w])|\b[a-z]+\b", re.IGNORECASE)
+
+
+def numbers_in(text: str) -> list[int]:
+    """The whole numbers written in ``text``, in order (digits or words up to twenty).
+
+    Commas group thousands, a leading ``-`` (or the Unicode minus) negates, and
+    decimals that are not whole are skipped.
+
+    >>> numbers_in("There are three r's, and 1,234 - -5 = 1239.")
+    [3, 1234, -5, 1239]
+    >>> numbers_in("no q's in 'queue'? twice: 2.0 and 2.5")
+    [0, 2, 2]
+    """
+    found = []
+    for match in _NUMBER.finditer(text):
+        token = match.group(0)
+        if token[0].isalpha():
+            if token.lower() in _NUMBER_WORDS:
+                found.append(_NUMBER_WORDS[token.lower()])
+            continue
+        token = token.replace(",", "").replace("\u2212", "-")
+        value = float(token) if "." in token else int(token)
+        if value == int(value):
+            found.append(int(value))
+    return found
+
+
+def final_text(answer_text: str) -> str:
+    """The answer part of a reply: any ``<|think|>...<|/think|>`` segment removed.
+
+    >>> final_text("<|think|>2+2=4<|/think|>It is 4.<|end|>")
+    'It is 4.'
+    """
+    from ..chat import parse_assistant
+
+    return parse_assistant(answer_text)[1]
+
+
+class Task(abc.ABC):
+    """A verifiable task: generate examples, write traces, check answers, give rewards."""
+
+    name: str = ""
+    description: str = ""
+
+    # ------------------------------------------------------------------ to write per task
+
+    @abc.abstractmethod
+    def sample(self, rng: random.Random) -> Example:
+        """Draw one example (of either split; :meth:`generate` filters)."""
+
+    @abc.abstractmethod
+    def thinking(self, example: Example, level: str) -> str:
+        """The thinking trace at ``level`` (``low`` terse, ``medium``, ``high`` detailed)."""
+
+    @abc.abstractmethod
+    def reply(self, example: Example) -> str:
+        """The final answer as the assistant says it."""
+
+    @abc.abstractmethod
+    def parse(self, answer_text: str) -> str | None:
+        """The final answer found in a reply (comparable to ``example.answer``), or None."""
+
+    # ------------------------------------------------------------------ shared
+
+    def generate(self, n: int, seed: int, split: str = "train") -> list[Example]:
+        """``n`` examples of ``split``, the same for the same seed.
+
+        Training examples may repeat (like epochs); test examples are distinct, so an
+        accuracy counts different questions. Examples whose key belongs to the other
+        split are skipped, so the two splits never share a key.
+        """
+        if split not in SPLITS:
+            raise LanternError(f"{self.name}: unknown split {split!r}; use one of {SPLITS}")
+        if n < 0:
+            raise LanternError(f"{self.name}: number of examples must be >= 0, got {n}")
+        rng = random.Random(f"{self.name}:{split}:{seed}")
+        examples: list[Example] = []
+        seen: set[str] = set()
+        budget = 200 * n + 1000
+        while len(examples) < n:
+            budget -= 1
+            if budget < 0:
+                raise LanternError(
+                    f"{self.name}: found only {len(examples)} distinct {split} examples of the "
+                    f"{n} asked; ask for fewer")
+            example = self.sample(rng)
+            if split_of(self.name, example.key) != split:
+                continue
+            if split == "test":
+                identity = f"{example.key}\0{example.answer}"
+                if identity in seen:
+                    continue
+                seen.add(identity)
+            examples.append(example)
+        return examples
+
+    def evaluate(self, example: Example, answer_text: str) -> bool:
+        """True when the reply's final answer equals the example's (thinking is ignored)."""
+        return self.parse(final_text(answer_text)) == example.answer
+
+    def reward(self, example: Example, answer_text: str) -> float:
+        """1.0 for a correct final answer, 0.0 otherwise (what RL maximises)."""
+        return 1.0 if self.evaluate(example, answer_text) else 0.0
+
+    def to_conversation(self, example: Example, reasoning: str = "medium") -> list[dict]:
+        """The example as a chat: system line with the level, question, reply (+ thinking).
+
+        ``reasoning="none"`` gives an assistant turn without a thinking segment.
+        """
+        if reasoning not in ("none", *THINKING_LEVELS):
+            raise LanternError(f"{self.name}: unknown reasoning level {reasoning!r}; "
+                               f"use one of {('none', *THINKING_LEVELS)}")
+        assistant = {"role": "assistant", "content": self.reply(example)}
+        if reasoning != "none":
+            assistant["thinking"] = self.thinking(example, reasoning)
+        return [{"role": "system", "content": f"Reasoning: {reasoning}"},
+                {"role": "user", "content": example.question},
+                assistant]
+
+
+def check_level(task: str, level: str) -> None:
+    """Raise unless ``level`` is a thinking level (traces exist for low/medium/high)."""
+    if level not in THINKING_LEVELS:
+        raise LanternError(f"{task}: no thinking trace for level {level!r}; "
+                           f"use one of {THINKING_LEVELS}")

@@ -1,0 +1,74 @@
+"""Word reversal: "Reverse the word lantern." -> "nretnal".
+
+Like letter counting it needs the letters behind the tokens, so the trace spells:
+
+* low: the letters forward, then backward;
+* medium: the letters numbered, then read back from the last number;
+* high: numbered letters, each one read back with its position, the joined
+  result, and a check that reversing it again gives the word.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from .base import Example, Task, check_level
+from .words import word_list
+
+_QUESTIONS = (
+    "Reverse the word {w}.",
+    "Reverse the word \"{w}\".",
+    "What is \"{w}\" spelled backwards?",
+    "Spell {w} backwards.",
+    "Write '{w}' in reverse.",
+)
+_QUOTED = re.compile(r"\"([^\"]*)\"|(?<![A-Za-z])'([^']*)'(?![A-Za-z])|`([^`]*)`|\*\*([^*]*)\*\*")
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+class WordReversal(Task):
+    """Reverse the letters of a word; the split is by word."""
+
+    name = "reverse"
+    description = "spell a word backwards (\"Reverse the word lantern.\")"
+
+    def sample(self, rng: random.Random) -> Example:
+        word = rng.choice(word_list())
+        question = rng.choice(_QUESTIONS).format(w=word)
+        return Example(self.name, word, question, word[::-1], {"word": word})
+
+    def thinking(self, example: Example, level: str) -> str:
+        check_level(self.name, level)
+        word = example.fields["word"]
+        backward = word[::-1]
+        if level == "low":
+            return f"{' '.join(word)}\n{' '.join(backward)}"
+        numbered = " ".join(f"{i}:{ch}" for i, ch in enumerate(word, start=1))
+        if level == "medium":
+            back = " ".join(f"{i}:{word[i - 1]}" for i in range(len(word), 0, -1))
+            return f"Letters: {numbered}\nFrom the last: {back}\nJoined: {backward}"
+        lines = [f"Spell \"{word}\" with positions: {numbered} ({len(word)} letters)."]
+        lines.append(f"Read from position {len(word)} down to 1:")
+        lines.extend(f"position {i} is {word[i - 1]}" for i in range(len(word), 0, -1))
+        lines.append(f"Joined: {backward}")
+        lines.append(f"Check: {backward} reversed is {word}, the original word; "
+                     f"both have {len(word)} letters.")
+        return "\n".join(lines)
+
+    def reply(self, example: Example) -> str:
+        return f"\"{example.fields['word']}\" reversed is \"{example.answer}\"."
+
+    def parse(self, answer_text: str) -> str | None:
+        """The last quoted string (''/""/``/**), else the last run of letters, lowercased.
+
+        >>> WordReversal().parse('"lantern" reversed is "nretnal".')
+        'nretnal'
+        >>> WordReversal().parse("It is NRETNAL")
+        'nretnal'
+        """
+        quoted = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(answer_text)]
+        if quoted:
+            return quoted[-1].strip().lower()
+        words = _LETTERS.findall(answer_text)
+        return words[-1].lower() if words else None

@@ -1,0 +1,272 @@
+"""Verifiable tasks: deterministic, disjoint splits, correct traces, robust evaluation."""
+
+import re
+import statistics
+
+import pytest
+
+from lanternlm.chat import REASONING_LEVELS, load_jsonl, render, validate
+from lanternlm.errors import LanternError
+from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
+                             numbers_in, split_of, write_jsonl)
+from lanternlm.tasks.base import TEST_PERCENT, final_text
+from lanternlm.tasks.words import word_list
+from lanternlm.tokenizer import Tokenizer
+
+LEVELS = ("low", "medium", "high")
+
+
+def letters_example(word, letter):
+    return Example("letters", word, f"How many {letter}'s are in {word}?", str(word.count(letter)),
+                   {"word": word, "letter": letter})
+
+
+def arithmetic_example(a, op, b):
+    result = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+    return Example("arithmetic", f"{a}{op}{b}", "?", str(result), {"a": a, "b": b, "op": op})
+
+
+# --------------------------------------------------------------------------- generation and splits
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_generation_is_deterministic_under_a_seed(name):
+    task = TASKS[name]
+    first = task.generate(30, seed=7)
+    assert first == task.generate(30, seed=7)
+    assert [e.question for e in first] != [e.question for e in task.generate(30, seed=8)]
+    assert all(e.task == name for e in first)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_train_and_test_never_share_a_key(name):
+    task = TASKS[name]
+    train = task.generate(1500, seed=0, split="train")
+    test = task.generate(60, seed=0, split="test")
+    assert {e.key for e in train}.isdisjoint({e.key for e in test})
+    assert all(split_of(name, e.key) == "train" for e in train)
+    assert all(split_of(name, e.key) == "test" for e in test)
+    assert len({(e.key, e.answer) for e in test}) == len(test)  # held-out examples are distinct
+
+
+def test_held_out_words_are_about_ten_percent_and_strawberry_is_there():
+    words = word_list()
+    assert words == tuple(sorted(set(words))) and "strawberry" in words and len(words) > 1000
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 12 for w in words)
+    share = sum(split_of("letters", w) == "test" for w in words) / len(words)
+    assert abs(share - TEST_PERCENT / 100) < 0.03
+    letter_test_words = {e.fields["word"] for e in TASKS["letters"].generate(100, seed=1, split="test")}
+    train_words = {e.fields["word"] for e in TASKS["letters"].generate(3000, seed=1)}
+    assert letter_test_words.isdisjoint(train_words)
+
+
+def test_bad_generation_arguments():
+    with pytest.raises(LanternError, match="unknown split"):
+        TASKS["letters"].generate(3, seed=0, split="val")
+    with pytest.raises(LanternError, match="distinct test examples"):
+        TASKS["reverse"].generate(5000, seed=0, split="test")
+    with pytest.raises(LanternError, match="unknown operations"):
+        Arithmetic(ops=("div",))
+    with pytest.raises(LanternError, match="max_mul_digits"):
+        Arithmetic(max_digits=9)
+    with pytest.raises(LanternError, match="no thinking trace for level 'none'"):
+        TASKS["letters"].thinking(letters_example("cat", "a"), "none")
+
+
+# --------------------------------------------------------------------------- evaluation and reward
+
+
+def test_numbers_and_final_text():
+    assert numbers_in("There are three r's, 1,234 and -5 (not 2.5)") == [3, 1234, -5]
+    assert final_text("<|think|>7 r's?<|/think|>There are 3.<|end|>") == "There are 3."
+
+
+def test_letters_evaluation_accepts_phrasings_and_rejects_wrong_counts():
+    task, ex = TASKS["letters"], letters_example("strawberry", "r")
+    for good in ("3", "There are 3 r's in strawberry.", "three", "**3**", "The letter r appears 3 times.",
+                 "<|think|>s t r a w b e r r y, maybe 2<|/think|>It's 3!", task.reply(ex)):
+        assert task.evaluate(ex, good), good
+        assert task.reward(ex, good) == 1.0
+    for bad in ("2", "There are four.", "", "strawberry", "<|think|>3<|/think|>2"):
+        assert not task.evaluate(ex, bad), bad
+        assert task.reward(ex, bad) == 0.0
+    zero = letters_example("strawberry", "q")
+    assert task.evaluate(zero, "There are no q's.") and task.evaluate(zero, task.reply(zero))
+
+
+def test_arithmetic_evaluation():
+    task = TASKS["arithmetic"]
+    ex = arithmetic_example(123, "add", 456)
+    for good in ("579", "123 + 456 = 579.", "The answer is 579", "= 579", "It is 5,79 ... no: 579"):
+        assert task.evaluate(ex, good), good
+    for bad in ("578", "123 + 456", "579 = 123 + 456", ""):
+        assert not task.evaluate(ex, bad), bad
+    neg = arithmetic_example(12, "sub", 30)
+    assert task.evaluate(neg, "12 - 30 = -18") and task.evaluate(neg, "−18")
+    assert not task.evaluate(neg, "18")
+
+
+def test_reverse_evaluation():
+    task = WordReversal()
+    ex = Example("reverse", "lantern", "Reverse the word lantern.", "nretnal", {"word": "lantern"})
+    for good in ("nretnal", "\"lantern\" reversed is \"nretnal\".", "It's 'nretnal'.", "**nretnal**",
+                 "The answer: NRETNAL"):
+        assert task.evaluate(ex, good), good
+    for bad in ("lantern", "nretnl", "\"nretnal\" reversed is \"lantern\"", ""):
+        assert not task.evaluate(ex, bad), bad
+
+
+def test_glue_rubric():
+    task = TASKS["glue"]
+    examples = task.generate(200, seed=0)
+    kinds = {e.fields["kind"] for e in examples}
+    assert kinds == {"greeting", "identity", "capabilities", "refusal", "thanks"}
+    for e in examples:
+        assert task.evaluate(e, task.reply(e)), e
+    refusal = next(e for e in examples if e.fields["kind"] == "refusal")
+    assert task.evaluate(refusal, "Sorry, I cannot do that.")
+    assert not task.evaluate(refusal, "Sure! Here it is.")
+    identity = next(e for e in examples if e.fields["kind"] == "identity")
+    assert not task.evaluate(identity, "I am ChatGPT.")
+    capabilities = next(e for e in examples if e.fields["kind"] == "capabilities")
+    assert not task.evaluate(capabilities, "I can do anything.")
+    assert task.evaluate(capabilities, "I count letters and reverse words.")
+
+
+# --------------------------------------------------------------------------- traces are correct
+
+
+def test_letter_traces_spell_the_word_and_count_right():
+    task = LetterCounting()
+    for ex in task.generate(300, seed=3):
+        word, letter, count = ex.fields["word"], ex.fields["letter"], int(ex.answer)
+        assert count == word.count(letter)
+        low = task.thinking(ex, "low").splitlines()
+        assert low[0].replace(" ", "") == word and numbers_in(low[1]) == [count]
+        medium = task.thinking(ex, "medium").splitlines()
+        steps = [s.split() for s in medium[1].split(", ")]
+        assert "".join(ch for ch, _ in steps) == word
+        assert [int(n) for _, n in steps] == [word[:i + 1].count(letter) for i in range(len(word))]
+        assert medium[-1] == f"Total: {count}"
+        high = task.thinking(ex, "high").splitlines()
+        spelled = [line.split() for line in high if re.match(r"\d+\. ", line)]
+        assert "".join(parts[1] for parts in spelled) == word
+        assert sum("<- match" in line for line in high) == count
+        assert numbers_in(high[-1])[-1] == count
+
+
+def test_reverse_traces_spell_backwards():
+    task = WordReversal()
+    for ex in task.generate(200, seed=4):
+        word = ex.fields["word"]
+        assert ex.answer == word[::-1]
+        low = task.thinking(ex, "low").splitlines()
+        assert low[0].replace(" ", "") == word and low[1].replace(" ", "") == word[::-1]
+        for level in ("medium", "high"):
+            trace = task.thinking(ex, level)
+            assert f"Joined: {word[::-1]}" in trace
+        high = task.thinking(ex, "high")
+        read = re.findall(r"position (\d+) is (\w)", high)
+        assert [(int(i), ch) for i, ch in read] == [(i, word[i - 1]) for i in range(len(word), 0, -1)]
+
+
+EQUATION = re.compile(r"(-?\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(-?\d+)")
+
+
+def check_equations(text):
+    """Re-evaluate every ``a op b ... = c`` in a trace; return how many were checked."""
+    clean = re.sub(r"\b(carry|borrow) ", "", text)
+    checked = 0
+    for expr, result in EQUATION.findall(clean):
+        assert eval(expr) == int(result), f"{expr} = {result} in:\n{text}"  # digits and + - * / only
+        checked += 1
+    return checked
+
+
+CASES = [(4817, "add", 395), (95, "add", 7), (0, "add", 0), (502, "sub", 67), (67, "sub", 502), (1000, "sub", 999),
+         (5, "sub", 5), (4817, "mul", 35), (999, "mul", 99), (1234, "mul", 0), (0, "mul", 7), (7, "mul", 10)]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_arithmetic_traces_are_true_and_end_at_the_result(level):
+    task = Arithmetic(max_digits=5, max_mul_digits=3)
+    examples = [arithmetic_example(*case) for case in CASES] + task.generate(300, seed=5)
+    checked = 0
+    for ex in examples:
+        trace = task.thinking(ex, level)
+        checked += check_equations(trace)
+        last = trace.splitlines()[-1]
+        assert numbers_in(last.split("=")[-1]) == [int(ex.answer)], trace
+        assert task.parse(task.reply(ex)) == ex.answer
+    assert checked > 3 * len(examples)
+
+
+def test_carries_and_borrows_are_written_out():
+    task = TASKS["arithmetic"]
+    add = task.thinking(arithmetic_example(4817, "add", 395), "medium").splitlines()
+    assert add[:2] == ["ones: 7 + 5 = 12, write 2, carry 1", "tens: 1 + 9 + 1 = 11, write 1, carry 1"]
+    sub = task.thinking(arithmetic_example(502, "sub", 67), "high").splitlines()
+    assert sub[1] == ("tens column: 0 - borrow 1 = -1; -1 is less than 6, borrow 10: 9 - 6 = 3 "
+                      "-> write 3, borrow 1")
+    mul = task.thinking(arithmetic_example(4817, "mul", 35), "low").splitlines()
+    assert mul == ["4817 * 5 = 24085", "4817 * 30 = 144510", "24085 + 144510 = 168595", "4817 * 35 = 168595"]
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_traces_grow_from_low_to_high(name):
+    task = TASKS[name]
+    examples = task.generate(100, seed=6)
+    mean = {level: statistics.mean(len(task.thinking(e, level)) for e in examples) for level in LEVELS}
+    assert mean["low"] < mean["medium"] < mean["high"], mean
+
+
+# --------------------------------------------------------------------------- conversations and mixture
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_to_conversation_follows_the_chat_format(name):
+    task = TASKS[name]
+    ex = task.generate(1, seed=0)[0]
+    for level in REASONING_LEVELS:
+        messages = validate(task.to_conversation(ex, level))
+        assert messages[0] == {"role": "system", "content": f"Reasoning: {level}"}
+        assert messages[1]["content"] == ex.question
+        assert ("thinking" in messages[2]) == (level != "none")
+        assert task.evaluate(ex, messages[2]["content"])
+    with pytest.raises(LanternError, match="unknown reasoning level"):
+        task.to_conversation(ex, "max")
+
+
+def test_mixture_is_deterministic_balanced_and_renders(tmp_path):
+    mixture = make_sft_mixture(["letters", "arithmetic", "reverse", "glue"], n_per_task=40,
+                               levels=REASONING_LEVELS, seed=3, multi_turn=0.2)
+    assert mixture == make_sft_mixture(["letters", "arithmetic", "reverse", "glue"], n_per_task=40,
+                                       levels=REASONING_LEVELS, seed=3, multi_turn=0.2)
+    user_turns = [m for conv in mixture for m in conv if m["role"] == "user"]
+    assert len(user_turns) == 4 * 40
+    assert any(len(conv) == 5 for conv in mixture)  # some two-exchange conversations
+    levels = [conv[0]["content"] for conv in mixture]
+    assert all(levels.count(f"Reasoning: {level}") >= 25 for level in REASONING_LEVELS)  # 40 each before joins
+    tok = Tokenizer.train([m["content"] for conv in mixture[:50] for m in conv], vocab_size=256 + 8 + 30)
+    for conv in mixture:
+        rendered = render(conv, tok)
+        assert rendered.reasoning == conv[0]["content"].split()[-1]
+        assert 0 < sum(rendered.mask) < len(rendered.mask)
+    path = tmp_path / "sft.jsonl"
+    write_jsonl(path, mixture)
+    assert load_jsonl(path) == mixture
+    with pytest.raises(LanternError, match="unknown task"):
+        make_sft_mixture(["chess"], 1)
+    with pytest.raises(LanternError, match="unknown reasoning levels"):
+        make_sft_mixture(["letters"], 1, levels=["max"])
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lanternlm.tasks
+    from lanternlm.tasks import arithmetic, base, glue, letters, mixture, registry, reverse, words
+
+    for module in (lanternlm.tasks, arithmetic, base, glue, letters, mixture, registry, reverse, words):
+        failed, _ = doctest.testmod(module)
+        assert failed == 0, module.__name__
