@@ -16,7 +16,7 @@ Measures take a text and return a number that a filter compares with a threshold
 
 :class:`Pipeline` runs transforms and filters over a stream of documents and
 records, per step, how many documents and UTF-8 bytes it removed (a transform that
-leaves nothing removes the document). Deduplication (:mod:`lanternlm.data.dedup`)
+leaves nothing removes the document; an empty document never passes ``min_chars``). Deduplication (:mod:`lanternlm.data.dedup`)
 plugs in as two more filters.
 """
 
@@ -112,8 +112,13 @@ class _TextExtractor(HTMLParser):
             self.in_pre = max(0, self.in_pre - 1)
 
     def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data if self.in_pre else re.sub(r"\s+", " ", data))
+        if self.skipping:
+            return
+        if not self.in_pre:
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip(" ")
+        self.parts.append(data)
 
 
 def strip_markup(text: str) -> str:
@@ -132,8 +137,8 @@ def strip_markup(text: str) -> str:
     parser = _TextExtractor()
     parser.feed(text)
     parser.close()
-    out = re.sub(r"[ \t]*\n[ \t]*", "\n", "".join(parser.parts))
-    return re.sub(r"\n{3,}", "\n\n", out).strip()
+    out = re.sub(r"[ \t]+\n", "\n", "".join(parser.parts))
+    return re.sub(r"\n{3,}", "\n\n", out).strip("\n ")
 
 
 _GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.IGNORECASE | re.MULTILINE)
@@ -261,7 +266,7 @@ def cleaning_steps(config: CleanConfig) -> list[Step]:
     if config.strip_boilerplate:
         steps.append(Step("strip_boilerplate", "transform", strip_boilerplate))
     steps.append(Step("normalize_whitespace", "transform", normalize_whitespace))
-    steps.append(Step(f"min_chars>={config.min_chars}", "filter", lambda t: len(t) >= config.min_chars))
+    steps.append(Step(f"min_chars>={config.min_chars}", "filter", lambda t: len(t) >= max(1, config.min_chars)))
     if config.max_chars > 0:
         steps.append(Step(f"max_chars<={config.max_chars}", "filter", lambda t: len(t) <= config.max_chars))
     steps.append(Step(f"symbol_ratio<={config.max_symbol_ratio}", "filter",
@@ -302,15 +307,15 @@ class Pipeline:
             step.bytes_in += size
             if step.kind == "transform":
                 new = step.fn(text)
+                if new != text and not new.strip():
+                    step.documents_removed += 1
+                    step.bytes_removed += size
+                    return None
                 if new != text:
                     step.documents_changed += 1
                     new_size = len(new.encode("utf-8"))
                     step.bytes_removed += size - new_size
                     text, size = new, new_size
-                if not text.strip():
-                    step.documents_removed += 1
-                    step.bytes_removed += size
-                    return None
             elif not step.fn(text):
                 step.documents_removed += 1
                 step.bytes_removed += size

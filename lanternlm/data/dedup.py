@@ -14,8 +14,8 @@ Near duplicates, step by step:
    sum over the n-gram, then MurmurHash3's finaliser to mix the bits). Two documents are near duplicates when
    the Jaccard similarity of their shingle sets, |A ∩ B| / |A ∪ B|, is at least the
    threshold.
-2. **MinHash**: ``num_perm`` random hash functions ``h(x) = (a·x + b) mod (2^61 − 1)``;
-   the signature keeps the minimum of each over the shingles. For two sets, the
+2. **MinHash**: ``num_perm`` random hash functions (see :class:`MinHasher`); the
+   signature keeps the minimum of each over the shingles. For two sets, the
    chance that one position agrees equals their Jaccard similarity, so the share of
    equal positions estimates it.
 3. **LSH**: the signature is cut into ``bands`` of ``rows``; documents sharing any
@@ -34,9 +34,6 @@ import numpy as np
 
 from ..config import option
 from ..errors import LanternError
-
-MERSENNE_61 = np.uint64((1 << 61) - 1)
-
 
 @dataclass
 class DedupConfig:
@@ -113,11 +110,25 @@ def shingles(text: str, n: int = 5) -> np.ndarray:
         return np.unique(_fmix32(combined))
 
 
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: a bijection on uint64 that mixes every bit into every other."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
 class MinHasher:
-    """``num_perm`` hash functions ``(a·x + b) mod (2^61 − 1)`` with ``a, b < 2^32`` (no overflow in uint64).
+    """``num_perm`` hash functions ``h_i(x) = fmix64(x XOR s_i)`` with random 64-bit seeds ``s_i``.
+
+    Each ``h_i`` is a bijection that scrambles its input thoroughly, so the shingle
+    with the smallest ``h_i`` is, in effect, drawn at random, independently per ``i``.
+    (Linear families like ``(a·x + b) mod p`` are only safe with full-width ``a``; with
+    small ``a`` their minima correlate and the estimates drift.)
 
     >>> mh = MinHasher(num_perm=64, seed=0)
-    >>> a, b = shingles("the quick brown fox jumps over the lazy dog " * 3, 3), shingles("the quick brown fox", 3)
+    >>> a = shingles("the quick brown fox jumps over the lazy dog " * 3, 3)
     >>> jaccard(mh.signature(a), mh.signature(a))
     1.0
     """
@@ -126,18 +137,18 @@ class MinHasher:
         if num_perm < 1:
             raise LanternError(f"num_perm must be positive, not {num_perm}")
         rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, 1 << 32, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
+        self.seeds = rng.integers(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True)
         self.num_perm = num_perm
         self.block = block
 
     def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
         """The MinHash signature (uint64, ``num_perm`` values) of a set of 32-bit shingle hashes."""
-        signature = np.full(self.num_perm, MERSENNE_61, dtype=np.uint64)
+        signature = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
         x = shingle_hashes.astype(np.uint64)
-        for start in range(0, len(x), self.block):             # bounded memory for long documents
-            values = (x[start:start + self.block, None] * self.a + self.b) % MERSENNE_61  # (block, num_perm)
-            np.minimum(signature, values.min(axis=0), out=signature)
+        with np.errstate(over="ignore"):
+            for start in range(0, len(x), self.block):          # bounded memory for long documents
+                values = _fmix64(x[start:start + self.block, None] ^ self.seeds)   # (block, num_perm)
+                np.minimum(signature, values.min(axis=0), out=signature)
         return signature
 
 
