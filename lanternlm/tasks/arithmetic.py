@@ -4,8 +4,11 @@ The traces follow the way it is done on paper, at three lengths:
 
 * low: the key partial results (column sums, or partial products and their sum);
 * medium: column by column with carries (or borrows), or digit by digit for products;
-* high: every digit step with its carry/borrow written out, then a check by the
-  inverse operation.
+* high: every digit step with its carry (or borrow) in and out written out, the
+  digits read back (sums and differences), then a check by the inverse operation.
+
+Equations are written without spaces (``7+5+1=13``): with the GPT-4 split pattern
+every space before a number costs a token, and the traces must fit a small context.
 
 Every ``x + y = z`` written in a trace is true (the tests re-evaluate them all).
 """
@@ -97,21 +100,53 @@ def _place(k: int) -> str:
     return _PLACES[k] if k < len(_PLACES) else f"column {k + 1}"
 
 
-def _sum_text(ds: list[int], carry: int, with_zero_carry: bool, sep: str = " + ") -> str:
-    """``7 + 5 + carry 0`` (high), ``7 + 5`` (no carry), ``1+9+1`` (low, ``sep="+"``)."""
-    terms = [str(d) for d in ds]
-    if with_zero_carry or carry:
-        terms.append(f"carry {carry}" if with_zero_carry else str(carry))
-    return sep.join(terms)
+def _sum_text(ds: list[int], carry: int, level: str) -> str:
+    """A column sum: the carry in is written last, always at ``high``, else when it is 1.
+
+    >>> _sum_text([7, 5], 0, "high"), _sum_text([7, 5], 0, "low"), _sum_text([1, 9], 1, "medium")
+    ('7+5+0', '7+5', '1+9+1')
+    """
+    return "+".join(map(str, ds + ([carry] if carry or level == "high" else [])))
+
+
+def _column_lines(columns: list[tuple[list[int], int, int]], level: str) -> list[str]:
+    """One line per column of :func:`add_columns` (medium and high traces).
+
+    >>> _column_lines(add_columns([95, 7]), "medium")
+    ['ones: 5+7=12, write 2, carry 1', 'tens: 9+0+1=10, write 0, carry 1', 'hundreds: carry 1, write 1']
+    """
+    lines = []
+    for k, (ds, c, t) in enumerate(columns):
+        if not ds:
+            lines.append(f"{_place(k)}: carry {c}, write {c}")
+        elif level == "high" or t >= 10:
+            lines.append(f"{_place(k)}: {_sum_text(ds, c, level)}={t}, write {t % 10}, carry {t // 10}")
+        else:
+            lines.append(f"{_place(k)}: {_sum_text(ds, c, level)}={t}, write {t}")
+    return lines
+
+
+def _highest_first(columns: list[tuple[list[int], int, int]]) -> str:
+    """The digits written by column addition, highest column first.
+
+    >>> _highest_first(add_columns([95, 7]))
+    '1 0 2'
+    """
+    return " ".join(str(t % 10 if ds else t) for ds, _, t in reversed(columns))
 
 
 class Arithmetic(Task):
-    """``a + b``, ``a - b`` or ``a * b`` on whole numbers; split by the exact problem."""
+    """``a + b``, ``a - b`` or ``a * b`` on whole numbers; split by the exact problem.
+
+    The defaults (up to 3 digits, multipliers up to 2) keep every level's conversation
+    within a 256-token context (the ``tiny`` preset) for a 4,096-token vocabulary:
+    measured on 1,000 examples, ``high`` averages 165 tokens and 0.5 % exceed 256.
+    """
 
     name = "arithmetic"
     description = "add, subtract and multiply whole numbers with step-by-step traces"
 
-    def __init__(self, ops: tuple[str, ...] = ("add", "sub", "mul"), max_digits: int = 4,
+    def __init__(self, ops: tuple[str, ...] = ("add", "sub", "mul"), max_digits: int = 3,
                  max_mul_digits: int = 2):
         unknown = set(ops) - set(OPS)
         if unknown or not ops:
@@ -168,29 +203,13 @@ class Arithmetic(Task):
     def _add(a: int, b: int, level: str) -> str:
         columns = add_columns([a, b])
         if level == "low":
-            steps = " ".join(f"{_sum_text(ds, c, False, '+')}={t}" if ds else f"carry {t}"
-                             for ds, c, t in columns)
+            steps = " ".join(f"{_sum_text(ds, c, level)}={t}" if ds else f"carry {t}" for ds, c, t in columns)
             return f"{steps}\n{a} + {b} = {a + b}"
-        lines = []
+        lines = [f"{a} + {b}, ones first, carry in last:"] if level == "high" else []
+        lines += _column_lines(columns, level)
         if level == "high":
-            width = len(digits(max(a, b)))
-            lines.append(f"Line up the digits: {a:0{width}d} over {b:0{width}d}.")
-        for k, (ds, c, t) in enumerate(columns):
-            if not ds:
-                name = f"{_place(k)} column" if level == "high" else _place(k)
-                lines.append(f"{name}: only the carry {c}, write {c}")
-            elif level == "medium":
-                carry = ", carry 1" if t >= 10 else ""
-                lines.append(f"{_place(k)}: {_sum_text(ds, c, False)} = {t}, write {t % 10}{carry}")
-            else:
-                lines.append(f"{_place(k)} column: {_sum_text(ds, c, True)} = {t} "
-                             f"-> write {t % 10}, carry {t // 10}")
-        if level == "medium":
-            lines.append(f"Result: {a + b}")
-        else:
-            written = " ".join(str(t % 10 if ds else t) for ds, _, t in reversed(columns))
-            lines.append(f"Digits from the highest column down: {written}, so the sum is {a + b}.")
-            lines.append(f"Check: {a + b} - {b} = {a}, the first number.")
+            lines.append(f"Digits, highest first: {_highest_first(columns)} -> {a + b}")
+            lines.append(f"Check: {a + b} - {b} = {a}")
         lines.append(f"{a} + {b} = {a + b}")
         return "\n".join(lines)
 
@@ -198,36 +217,29 @@ class Arithmetic(Task):
     def _sub(a: int, b: int, level: str) -> str:
         top, bottom = max(a, b), min(a, b)
         diff = top - bottom
-        lines = []
-        if a < b:
-            lines.append(f"{a} is smaller than {b}, so work out {b} - {a} and make it negative.")
+        lines = [f"{a} < {b}, so compute {b} - {a} and negate."] if a < b else []
         columns = sub_columns(top, bottom)
         if level == "low":
-            steps = []
-            for x, y, bin_, r, bout in columns:
-                first = x + 10 * bout
-                steps.append(f"{first}-1-{y}={r}" if bin_ else f"{first}-{y}={r}")
-            lines.append(" ".join(steps))
+            lines.append(" ".join(f"{x + 10 * bout}{'-1' if bin_ else ''}-{y}={r}"
+                                  for x, y, bin_, r, bout in columns))
+        elif level == "high":
+            lines.append(f"{top} - {bottom}, ones first, borrow in first:")
         for k, (x, y, bin_, r, bout) in enumerate(columns):
-            minus_borrow = " - 1" if bin_ else ""
+            minus_borrow = "-1" if bin_ else ""
             if level == "medium" and bout:
-                lines.append(f"{_place(k)}: {x}{minus_borrow} is less than {y}, borrow 10: "
-                             f"{x + 10}{minus_borrow} - {y} = {r}, write {r}, borrow 1")
+                lines.append(f"{_place(k)}: {x}{minus_borrow}<{y}, borrow: "
+                             f"{x + 10}{minus_borrow}-{y}={r}, write {r}")
             elif level == "medium":
-                lines.append(f"{_place(k)}: {x}{minus_borrow} - {y} = {r}, write {r}")
+                lines.append(f"{_place(k)}: {x}{minus_borrow}-{y}={r}, write {r}")
             elif level == "high" and bout:
-                lines.append(f"{_place(k)} column: {x} - borrow {bin_} = {x - bin_}; {x - bin_} is less "
-                             f"than {y}, borrow 10: {x - bin_ + 10} - {y} = {r} -> write {r}, borrow 1")
+                lines.append(f"{_place(k)}: {x}-{bin_}={x - bin_}<{y}, borrow: "
+                             f"{x - bin_ + 10}-{y}={r}, write {r}, borrow 1")
             elif level == "high":
-                lines.append(f"{_place(k)} column: {x} - borrow {bin_} = {x - bin_}; "
-                             f"{x - bin_} - {y} = {r} -> write {r}, borrow 0")
+                lines.append(f"{_place(k)}: {x}-{bin_}={x - bin_}, {x - bin_}-{y}={r}, write {r}, borrow 0")
         if level == "high":
             written = " ".join(str(r) for _, _, _, r, _ in reversed(columns))
-            lines.append(f"Digits from the highest column down: {written}, "
-                         f"so the difference is {diff} (leading zeros dropped).")
-            lines.append(f"Check: {diff} + {bottom} = {top}, the larger number.")
-        elif level == "medium":
-            lines.append(f"Difference: {diff}")
+            lines.append(f"Digits, highest first: {written} -> {diff}")
+            lines.append(f"Check: {diff} + {bottom} = {top}")
         lines.append(f"{a} - {b} = {a - b}")
         return "\n".join(lines)
 
@@ -236,35 +248,25 @@ class Arithmetic(Task):
         partials = [(k, d, a * d * 10 ** k) for k, d in enumerate(digits(b))]
         lines = []
         for k, d, p in partials:
+            shifted = f", times {10 ** k}: {p}" if k else ""
             if level == "low":
                 lines.append(f"{a} * {d * 10 ** k} = {p}")
-                continue
-            steps = mul_digit_steps(a, d)
-            if level == "medium":
-                text = ", ".join(f"{x}*{d}+{c}={t}" if c else f"{x}*{d}={t}" for x, c, t in steps)
-                lines.append(f"{a} * {d}: {text} -> {a * d}")
+            elif level == "medium":
+                steps = ", ".join(f"{x}*{d}+{c}={t}" if c else f"{x}*{d}={t}"
+                                  for x, c, t in mul_digit_steps(a, d))
+                lines.append(f"{a} * {d}: {steps} -> {a * d}{shifted}")
             else:
-                lines.append(f"{a} * {d} (the {_place(k)} digit of {b}), digit by digit:")
+                lines.append(f"{a} * {d}, carry in last:")
+                steps = mul_digit_steps(a, d)
                 for i, (x, c, t) in enumerate(steps):
-                    last = i == len(steps) - 1
-                    write = f"write {t}" if last else f"write {t % 10}, carry {t // 10}"
-                    lines.append(f"  {x} * {d} + carry {c} = {t} -> {write}")
-                lines.append(f"  so {a} * {d} = {a * d}")
-            if k:
-                lines.append(f"shifted {k} place{'s' if k > 1 else ''}: {a} * {d * 10 ** k} = {p}")
+                    write = f"write {t}" if i == len(steps) - 1 else f"write {t % 10}, carry {t // 10}"
+                    lines.append(f"{x}*{d}+{c}={t}, {write}")
+                lines.append(f"{a} * {d} = {a * d}{shifted}")
         products = [p for _, _, p in partials]
         if len(products) > 1:
-            if level == "high":
-                lines.append("Add the partial products column by column:")
-                columns = add_columns(products)
-                for k, (ds, c, t) in enumerate(columns):
-                    if ds:
-                        lines.append(f"  {_place(k)} column: {_sum_text(ds, c, True)} = {t} "
-                                     f"-> write {t % 10}, carry {t // 10}")
-                    else:
-                        lines.append(f"  {_place(k)}: only the carry {c}, write {c}")
-            lines.append(f"{' + '.join(map(str, products))} = {a * b}")
+            total = " + ".join(map(str, products))
+            lines.append(f"{total} = {a * b}")
         if level == "high":
-            lines.append(f"Check: {a * b} / {b} = {a}" if b else "Check: anything times 0 is 0.")
+            lines.append(f"Check: {a * b} / {b} = {a}" if b else "Check: anything times 0 is 0")
         lines.append(f"{a} * {b} = {a * b}")
         return "\n".join(lines)

@@ -4,8 +4,8 @@ Like letter counting it needs the letters behind the tokens, so the trace spells
 
 * low: the letters forward, then backward;
 * medium: the letters numbered, then read back from the last number;
-* high: numbered letters, each one read back with its position, the joined
-  result, and a check that reversing it again gives the word.
+* high: numbered letters, read back one per line, the joined result, and a check
+  that reversing it again gives the word.
 """
 
 from __future__ import annotations
@@ -49,11 +49,10 @@ class WordReversal(Task):
             back = " ".join(f"{i}:{word[i - 1]}" for i in range(len(word), 0, -1))
             return f"Letters: {numbered}\nFrom the last: {back}\nJoined: {backward}"
         lines = [f"Spell \"{word}\" with positions: {numbered} ({len(word)} letters)."]
-        lines.append(f"Read from position {len(word)} down to 1:")
-        lines.extend(f"position {i} is {word[i - 1]}" for i in range(len(word), 0, -1))
+        lines.append(f"Read from {len(word)} down to 1:")
+        lines.extend(f"{i}:{word[i - 1]}" for i in range(len(word), 0, -1))
         lines.append(f"Joined: {backward}")
-        lines.append(f"Check: {backward} reversed is {word}, the original word; "
-                     f"both have {len(word)} letters.")
+        lines.append(f"Check: {backward} reversed is {word}; {len(word)} letters each.")
         return "\n".join(lines)
 
     def reply(self, example: Example) -> str:
