@@ -184,6 +184,55 @@ def _data_prepare(args: argparse.Namespace) -> None:
                (("config", PrepareConfig), ("read", ReadConfig), ("clean", CleanConfig), ("dedup", DedupConfig))}
     print(summary(prepare(args.sources, args.out, args.tokenizer, cache=args.cache, **configs)))
 
+@command
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .train.pretrain import PRETRAIN_PRESETS, PretrainConfig
+
+    p = sub.add_parser("pretrain", help="pretrain a model on token shards",
+                       description="Train a model from scratch on the shards of --data into the run "
+                                   "directory --out (config.json, model.safetensors, metrics.jsonl, "
+                                   "loss.png, checkpoints/). Start from --preset and override any "
+                                   "field below. Runs unchanged under torchrun (DDP).")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (or resume)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRETRAIN_PRESETS),
+                   help="starting configuration (default: tiny)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, same data order")
+    add_arguments(p, PretrainConfig)
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from .train.pretrain import pretrain_from_args
+
+    pretrain_from_args(args)
+
+
+@command
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="print continuations from a pretrained run",
+                       description="Load RUN (a run or model directory) and print --num "
+                                   "continuations of --prompt.")
+    p.add_argument("run", metavar="RUN", help="run directory (from lantern pretrain)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p.add_argument("--num", type=int, default=3, help="how many continuations (default: 3)")
+    p.add_argument("--max-tokens", type=int, default=200, help="tokens per continuation (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.set_defaults(func=_sample)
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from .train.sample import sample
+
+    texts = sample(args.run, args.prompt, num=args.num, max_tokens=args.max_tokens,
+                   temperature=args.temperature, top_k=args.top_k, seed=args.seed, device=args.device)
+    print("\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts)))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

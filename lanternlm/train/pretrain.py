@@ -31,7 +31,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +51,23 @@ MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size")
 
 @dataclasses.dataclass
 class PretrainConfig:
-    """Everything that decides a pretraining run (saved as ``config.json`` in the run directory)."""
+    """Everything that decides a pretraining run (saved as ``config.json`` in the run directory).
+
+    (``Optional[...]`` rather than ``... | None``: the CLI's converter recognises ``typing.Union``.)
+    """
 
     data: str = option("", "directory of token shards (with manifest.json), made by the data command")
     model: str = option("tiny", "model preset from lanternlm.model.MODEL_PRESETS")
-    n_layer: int | None = option(None, "override the preset's number of Transformer blocks")
-    n_head: int | None = option(None, "override the preset's number of attention heads")
-    n_kv_head: int | None = option(None, "override the preset's number of key/value heads (grouped-query attention)")
-    n_embd: int | None = option(None, "override the preset's model width")
-    block_size: int | None = option(None, "override the preset's context length = training sequence length, in tokens")
-    vocab_size: int | None = option(None, "model vocabulary size (None = the tokenizer's, padded up to a multiple of 64)")
+    n_layer: Optional[int] = option(None, "override the preset's number of Transformer blocks")
+    n_head: Optional[int] = option(None, "override the preset's number of attention heads")
+    n_kv_head: Optional[int] = option(None, "override the preset's number of key/value heads (grouped-query attention)")
+    n_embd: Optional[int] = option(None, "override the preset's model width")
+    block_size: Optional[int] = option(None, "override the preset's context length = training sequence length, in tokens")
+    vocab_size: Optional[int] = option(None, "model vocabulary size (None = the tokenizer's, padded up to a multiple of 64)")
     batch_size: int = option(16, "sequences per micro-batch, per process")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     max_steps: int = option(1000, "optimizer steps to run (the schedule's length unless max_minutes stops it first)")
-    max_minutes: float | None = option(None, "time budget in minutes: stop then, and stretch the schedule to it (None = no budget)")
+    max_minutes: Optional[float] = option(None, "time budget in minutes: stop then, and stretch the schedule to it (None = no budget)")
     optimizer: str = option("adamw", f"one of {OPTIMIZERS}: AdamW everywhere, or Muon for the blocks' matrices + AdamW for the rest")
     lr: float = option(1e-3, "peak AdamW learning rate")
     muon_lr: float = option(0.02, "peak Muon learning rate (optimizer=muon)")
