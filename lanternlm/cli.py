@@ -233,6 +233,135 @@ def _sample(args: argparse.Namespace) -> None:
     print("\n\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(texts)))
 
 
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    from .config import add_arguments
+    from .sampling import PRESETS, SamplingParams
+
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="temperature/top-p pair from the cheat sheet; flags given override it")
+    add_arguments(p, SamplingParams)
+    p.add_argument("--max-tokens", type=int, default=200, help="most tokens to generate (default: 200)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: where the weights load)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="cast the weights (default: as saved)")
+
+
+def _sampling_from_args(args: argparse.Namespace):
+    from .config import from_arguments
+    from .sampling import SamplingParams, preset
+
+    base = preset(args.preset) if args.preset else SamplingParams()
+    return from_arguments(SamplingParams, args, base)[0]
+
+
+@command
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="complete a prompt with a run's model (streams the text)",
+                       description="Complete PROMPT with the model of run directory RUN. The text "
+                                   "streams as it is generated; --show-probs prints every step's "
+                                   "candidates and probabilities instead.")
+    p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    _add_sampling_flags(p)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when this text appears (repeatable); it is left out of the output")
+    p.add_argument("--num", type=int, default=1, help="number of completions, generated as a batch")
+    p.add_argument("--show-probs", action="store_true",
+                   help="for each step, print the top candidates with their probabilities "
+                        "(raw and after the sampling filters) and the one picked")
+    p.add_argument("--top", type=int, default=5, help="candidates shown by --show-probs (default: 5)")
+    p.add_argument("--truncate", choices=["left"],
+                   help="drop the oldest prompt tokens if the prompt is too long for the context "
+                        "window (default: an error)")
+    p.add_argument("--no-bos", dest="bos", action="store_false",
+                   help="do not start the prompt with <|endoftext|> (the document separator)")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .terminal import generate_command
+
+    return generate_command(args.run, args.prompt, sampling=_sampling_from_args(args),
+                            max_tokens=args.max_tokens, stop=args.stop, num=args.num,
+                            show_probs=args.show_probs, top=args.top, truncate=args.truncate,
+                            bos=args.bos, device=args.device, dtype=args.dtype)
+
+
+@command
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a run's model in the terminal",
+                       description="An interactive chat. Base models (--format plain) continue "
+                                   "one running text; chat models (--format chat) answer turns. "
+                                   "Type /help inside for commands (/reset, /temp 0.7, /preset "
+                                   "chatbot, /quit, ...).")
+    p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
+    _add_sampling_flags(p)
+    p.add_argument("--format", choices=["plain", "chat"], default="plain",
+                   help="plain: the history is one text the model continues (base models); "
+                        "chat: user/assistant turns (chat models) (default: plain)")
+    p.add_argument("--system", help="system message (--format chat)")
+    p.set_defaults(func=_chat)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .terminal import chat_command
+
+    return chat_command(args.run, sampling=_sampling_from_args(args), max_tokens=args.max_tokens,
+                        format=args.format, system=args.system, device=args.device, dtype=args.dtype)
+
+
+@command
+def _add_tasks(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tasks", help="verifiable tasks: preview examples, write an SFT mixture",
+                            description="The verifiable tasks (letters, arithmetic, reverse, glue): "
+                                        "see examples with their thinking traces, or write a "
+                                        "fine-tuning mixture as chat JSONL.")
+    parser.set_defaults(func=lambda args: parser.print_help() or 1)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION")
+
+    show = actions.add_parser("show", help="print examples of a task",
+                              description="Print examples of TASK. With --tokenizer, show the rendered "
+                                          "conversation with its loss mask (trained tokens green).")
+    show.add_argument("task", metavar="TASK", help="letters, arithmetic, reverse or glue")
+    show.add_argument("--n", type=int, default=2, help="how many examples (default: 2)")
+    show.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    show.add_argument("--split", choices=["train", "test"], default="train", help="(default: train)")
+    show.add_argument("--reasoning", choices=["none", "low", "medium", "high"], default="high",
+                      help="thinking level of the trace (default: high)")
+    show.add_argument("--tokenizer", metavar="FILE", help="tokenizer JSON: show ids and the loss mask")
+    show.add_argument("--no-color", action="store_true", help="mark trained text with ⟦...⟧ instead of colour")
+    show.set_defaults(func=_tasks_show)
+
+    mix = actions.add_parser("mixture", help="write a fine-tuning mixture as chat JSONL",
+                             description="Write N training examples of each task, reasoning levels "
+                                         "spread evenly, shuffled, as {\"messages\": [...]} lines.")
+    mix.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
+    mix.add_argument("--tasks", default="letters,arithmetic,reverse,glue",
+                     help="comma-separated task names (default: all)")
+    mix.add_argument("--n", type=int, default=1000, help="examples per task (default: 1000)")
+    mix.add_argument("--levels", default="none,low,medium,high",
+                     help="comma-separated reasoning levels (default: none,low,medium,high)")
+    mix.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    mix.add_argument("--multi-turn", type=float, default=0.1,
+                     help="share of conversations joined into two exchanges (default: 0.1)")
+    mix.set_defaults(func=_tasks_mixture)
+
+
+def _tasks_show(args: argparse.Namespace) -> None:
+    from .tasks import preview
+    from .tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else None
+    print(preview(args.task, n=args.n, seed=args.seed, split=args.split, reasoning=args.reasoning,
+                  tokenizer=tokenizer, color=not args.no_color and sys.stdout.isatty()))
+
+
+def _tasks_mixture(args: argparse.Namespace) -> None:
+    from .tasks import write_mixture
+
+    write_mixture(args.out, args.tasks.split(","), args.n, args.levels.split(","), seed=args.seed,
+                  multi_turn=args.multi_turn)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional  # not `int | None`: config's flag parser reads typing.Optional
 
 import torch
 
@@ -48,7 +49,7 @@ class SamplingParams:
     top_p: float = option(1.0, "nucleus: keep the smallest set of tokens with total probability >= p (1 = off)")
     min_p: float = option(0.0, "drop tokens less likely than min_p x the top token's probability (0 = off)")
     repetition_penalty: float = option(1.0, "CTRL penalty for tokens already in the text (1 = off, > 1 = fewer repeats)")
-    seed: int | None = option(None, "random seed: the same seed gives the same text (None = fresh randomness)")
+    seed: Optional[int] = option(None, "random seed: the same seed gives the same text (None = fresh randomness)")
 
     def __post_init__(self) -> None:
         def bad(field: str, value, rule: str) -> LanternError:
