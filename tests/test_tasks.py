@@ -271,3 +271,18 @@ def test_docstring_examples():
     for module in (lanternlm.tasks, arithmetic, base, glue, letters, mixture, registry, reverse, words):
         failed, _ = doctest.testmod(module)
         assert failed == 0, module.__name__
+
+
+def test_preview_and_write_mixture(tmp_path):
+    from lanternlm.tasks import preview, write_mixture
+
+    text = preview("letters", n=2, seed=0, reasoning="high")
+    example = TASKS["letters"].generate(2, seed=0)[1]
+    assert text.count("--- letters #") == 2 and example.question in text and "<- match" in text
+    assert "thinking" not in preview("letters", n=1, reasoning="none")
+    tok = Tokenizer.train(["How many a's are in banana?"] * 3, vocab_size=256 + 8 + 5)
+    shown = preview("reverse", n=1, reasoning="low", tokenizer=tok)
+    assert "<|assistant|>⟦<|think|>" in shown and "trained]" in shown
+    path = tmp_path / "mix.jsonl"
+    count = write_mixture(path, ["letters", "glue"], 10, seed=1)
+    assert count == len(load_jsonl(path)) == len(make_sft_mixture(["letters", "glue"], 10, seed=1))

@@ -1,12 +1,14 @@
-"""A fine-tuning mixture: tasks x reasoning levels, shuffled, as chat conversations."""
+"""A fine-tuning mixture (tasks x reasoning levels, as chat conversations), and previews."""
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Sequence
 
-from ..chat import REASONING_LEVELS
+from ..chat import REASONING_LEVELS, render, show, write_jsonl
 from ..errors import LanternError
+from ..log import logger
 from .base import Task
 from .registry import TASKS
 
@@ -53,3 +55,38 @@ def make_sft_mixture(tasks: Sequence[str | Task], n_per_task: int,
             mixture.append(singles[i])
             i += 1
     return mixture
+
+
+def write_mixture(out: str | os.PathLike, tasks: Sequence[str | Task], n_per_task: int,
+                  levels: Sequence[str] = REASONING_LEVELS, seed: int = 0,
+                  multi_turn: float = 0.1) -> int:
+    """Write :func:`make_sft_mixture` to ``out`` as chat JSONL; return the conversation count."""
+    conversations = make_sft_mixture(tasks, n_per_task, levels, seed, multi_turn)
+    write_jsonl(out, conversations)
+    logger.info("wrote %d conversations (%d tasks x %d examples, levels %s) to %s",
+                len(conversations), len(tasks), n_per_task, ",".join(levels), out)
+    return len(conversations)
+
+
+def preview(task: str | Task, n: int = 2, seed: int = 0, split: str = "train",
+            reasoning: str = "high", tokenizer=None, color: bool = False) -> str:
+    """Examples of a task as a person reads them.
+
+    Without a tokenizer: question, thinking and answer as text. With one: the rendered
+    conversation with its loss mask shown (:func:`lanternlm.chat.show`) and its length.
+    """
+    task = get_task(task)
+    blocks = []
+    for i, example in enumerate(task.generate(n, seed=seed, split=split)):
+        messages = task.to_conversation(example, reasoning)
+        head = f"--- {task.name} #{i + 1} ({split}, reasoning {reasoning}, answer {example.answer!r})"
+        if tokenizer is not None:
+            rendered = render(messages, tokenizer)
+            body = f"{show(rendered, tokenizer, color=color)}\n[{len(rendered.ids)} tokens, " \
+                   f"{sum(rendered.mask)} trained]"
+        else:
+            reply = messages[-1]
+            thinking = f"thinking:\n{reply['thinking']}\n" if "thinking" in reply else ""
+            body = f"user: {example.question}\n{thinking}assistant: {reply['content']}"
+        blocks.append(f"{head}\n{body}")
+    return "\n\n".join(blocks)
