@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -239,7 +240,9 @@ def python_docs() -> Iterator[tuple[str, str]]:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        yield f"module-{module_name}", "\n\n".join(_docstrings(module))
+        with warnings.catch_warnings():             # reading deprecated aliases' docs warns
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield f"module-{module_name}", "\n\n".join(_docstrings(module))
 
 
 def _docstrings(module) -> Iterator[str]:
