@@ -35,6 +35,7 @@ import hashlib
 import heapq
 import json
 import os
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +277,7 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
             yield text
 
     trainer = rustbpe.Tokenizer()
+    start = time.perf_counter()
     try:
         trainer.train_from_iterator(checked(texts), 256 + num_merges, pattern=pattern)
     except UnicodeEncodeError:
@@ -287,6 +289,8 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
     if not seen["nonempty"]:
         raise LanternError("training corpus is empty: give at least one non-empty text")
     vocab = [bytes(b) for b, _ in sorted(trainer.get_mergeable_ranks(), key=lambda item: item[1])]
+    logger.info("rustbpe: %d merges from %d texts in %.1f s", len(vocab) - 256, seen["texts"],
+                time.perf_counter() - start)
     return merges_from_vocab(vocab)
 
 
@@ -321,7 +325,7 @@ def merges_from_vocab(vocab: Sequence[bytes]) -> list[Pair]:
 
 
 def bpe_encode_chunk(piece: bytes, ranks: dict[Pair, int]) -> list[int]:
-    """Byte-pair encode one chunk by applying the earliest-learned merge until none applies.
+    """Byte-pair encode one chunk: merge the earliest-learned adjacent pair (leftmost on ties) until none applies.
 
     The readable reference for encoding (the fast path is tiktoken; the tests check that
     they agree). ``ranks`` maps a merge pair to its new id.
@@ -333,10 +337,14 @@ def bpe_encode_chunk(piece: bytes, ranks: dict[Pair, int]) -> list[int]:
     """
     ids = list(piece)
     while len(ids) >= 2:
-        pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, float("inf")))
-        if pair not in ranks:
+        best, at = None, 0
+        for i in range(len(ids) - 1):
+            new_id = ranks.get((ids[i], ids[i + 1]))
+            if new_id is not None and (best is None or new_id < best):
+                best, at = new_id, i
+        if best is None:
             break
-        ids = merge_pair(ids, pair, ranks[pair])
+        ids[at:at + 2] = [best]
     return ids
 
 
@@ -450,10 +458,9 @@ class Tokenizer:
         ``allowed_special`` (or ``allowed_special="all"``). A lone surrogate is an error.
         """
         check_text(text)
-        allowed = self._allowed(allowed_special)
-        if not allowed:
+        if not allowed_special:
             return self._encoding.encode_ordinary(text)
-        return self._encoding.encode(text, allowed_special=allowed, disallowed_special=())
+        return self._encoding.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
 
     def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | Literal["all"] = (),
                      num_threads: int = 8) -> list[list[int]]:
