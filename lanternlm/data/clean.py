@@ -253,9 +253,8 @@ class Step:
     bytes_removed: int = 0
 
     def stats(self) -> dict:
-        fields = dataclasses.asdict(self)
-        del fields["fn"]
-        return fields
+        """The counters (not ``fn``: a dedup filter's whole index would be copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fn"}
 
 
 def cleaning_steps(config: CleanConfig) -> list[Step]:
