@@ -27,6 +27,7 @@ from ..errors import LanternError
 SPLITS = ("train", "test")
 THINKING_LEVELS = ("low", "medium", "high")
 TEST_PERCENT = 10  # share of keys held out for evaluation
+MAX_MISSES = 20_000  # draws without a new example before generate() gives up
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,8 @@ class Task(abc.ABC):
     def generate(self, n: int, seed: int, split: str = "train") -> list[Example]:
         """``n`` examples of ``split``, the same for the same seed.
 
-        Training examples may repeat (like epochs); test examples are distinct, so an
-        accuracy counts different questions. Examples whose key belongs to the other
+        Training examples may repeat (like epochs); test examples are distinct (by key and
+        fields, whatever the phrasing), so an accuracy counts different questions. Examples whose key belongs to the other
         split are skipped, so the two splits never share a key.
         """
         if split not in SPLITS:
@@ -140,22 +141,23 @@ class Task(abc.ABC):
         rng = random.Random(f"{self.name}:{split}:{seed}")
         examples: list[Example] = []
         seen: set[str] = set()
-        budget = 200 * n + 1000
+        misses = 0  # draws since the last accepted example
         while len(examples) < n:
-            budget -= 1
-            if budget < 0:
+            if misses > MAX_MISSES:
                 raise LanternError(
                     f"{self.name}: found only {len(examples)} distinct {split} examples of the "
                     f"{n} asked; ask for fewer")
+            misses += 1
             example = self.sample(rng)
             if split_of(self.name, example.key) != split:
                 continue
             if split == "test":
-                identity = f"{example.key}\0{example.answer}"
+                identity = f"{example.key}\0{sorted(example.fields.items())}"
                 if identity in seen:
                     continue
                 seen.add(identity)
             examples.append(example)
+            misses = 0
         return examples
 
     def evaluate(self, example: Example, answer_text: str) -> bool:

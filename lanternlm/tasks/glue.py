@@ -129,7 +129,6 @@ class Glue(Task):
             bye = any(w in question.lower() for w in ("bye", "see you"))
             answer = ("Goodbye! Come back any time you want letters counted or sums done."
                       if bye else "You're welcome! Anything else I can count or compute?")
-        fields["question"] = question
         return Example(self.name, question.lower().rstrip("?!."), question, answer, fields)
 
     def thinking(self, example: Example, level: str) -> str:
