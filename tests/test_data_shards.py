@@ -159,8 +159,9 @@ def test_prepare_end_to_end_with_report(tmp_path):
 
 def test_prepare_refuses_when_nothing_survives(tokenizer, tmp_path):
     (tmp_path / "a.txt").write_text("tiny")
-    with pytest.raises(LanternError, match="no document survived"):
-        prepare([str(tmp_path / "a.txt")], tmp_path / "out", tokenizer)
+    for given in (tokenizer, None):                       # None: it would train a tokenizer first
+        with pytest.raises(LanternError, match=r"no document survived .* \(1 read from 1 file\(s\)\)"):
+            prepare([str(tmp_path / "a.txt")], tmp_path / "out", given)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 

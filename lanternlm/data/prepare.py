@@ -13,6 +13,7 @@ was read and, per step, how many documents and bytes each step removed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,11 @@ def _sample(documents: Iterator[Document], limit: int) -> Iterator[str]:
         yield doc.text
 
 
+def _nothing_survived(stats: list[SourceStats]) -> str:
+    return (f"no document survived cleaning and filtering ({sum(s.documents for s in stats)} read from "
+            f"{sum(s.files for s in stats)} file(s)); loosen the filters (e.g. --min-chars) or check the sources")
+
+
 def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, *,
             config: PrepareConfig | None = None, read: ReadConfig | None = None,
             clean: CleanConfig | None = None, dedup: DedupConfig | None = None,
@@ -86,7 +92,11 @@ def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, 
         scratch = [SourceStats(spec, kind) for spec, kind in zip(sources, kinds)]
         sample = _sample(build_pipeline(clean, dedup)(_stream(sources, read, cache, scratch)),
                          config.tokenizer_sample_bytes)
-        tokenizer = Tokenizer.train(progress(sample, desc="tokenizer sample", unit="doc"), config.vocab_size)
+        first = next(sample, None)
+        if first is None:
+            raise LanternError(_nothing_survived(scratch))
+        tokenizer = Tokenizer.train(progress(itertools.chain([first], sample), desc="tokenizer sample", unit="doc"),
+                                    config.vocab_size)
     elif isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = Tokenizer.load(tokenizer)
 
@@ -99,8 +109,7 @@ def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, 
             writer.add(doc.text)
             kept += 1
         if kept == 0:
-            raise LanternError(f"no document survived cleaning and filtering ({sum(s.documents for s in stats)} "
-                               "read); see the report below or loosen the filters (e.g. --min-chars)")
+            raise LanternError(_nothing_survived(stats))
         report = {"documents_in": sum(s.documents for s in stats), "documents_out": kept,
                   "steps": pipeline.report()}
         settings = {name: dataclasses.asdict(cfg) for name, cfg in
