@@ -35,7 +35,8 @@ _CAPABILITIES = ("what can you do", "how can you help me", "what are you good at
 _THANKS = ("thanks", "thank you", "thanks a lot", "thank you so much", "cheers", "bye",
            "goodbye", "see you", "that's all, thanks", "great, thanks")
 _TOPICS = ("the moon", "climate change", "football", "the stock market", "black holes",
-           "ancient rome", "volcanoes", "electric cars", "the ocean", "bees")
+           "ancient rome", "volcanoes", "electric cars", "the ocean", "bees", "jazz", "tea",
+           "the roman empire", "rainforests", "chess", "trains")
 _CITIES = ("paris", "tokyo", "lagos", "lima", "oslo", "cairo", "delhi", "toronto")
 _PEOPLE = ("my boss", "my mother", "alex", "sam", "the bank")
 # (request template, what I cannot do, why)
@@ -120,7 +121,10 @@ class Glue(Task):
             template, what, why = rng.choice(_REFUSALS)
             request = template.format(topic=rng.choice(_TOPICS), city=rng.choice(_CITIES).title(),
                                       person=rng.choice(_PEOPLE))
-            question = _surface(rng, request, "?" if request.startswith(("what", "who")) else ".")
+            if not request.startswith(("what", "who")):
+                request = rng.choice(("", "please ", "can you ", "could you ")) + request
+            question = _surface(rng, request, "?" if request.startswith(("what", "who", "can", "could"))
+                                else ".")
             fields.update(what=what, why=why)
             answer = (f"Sorry, I can't {what}: {why}. "
                       f"I can count letters, do arithmetic or reverse words instead.")
