@@ -491,13 +491,14 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
                positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write new keys/values (B, Hkv, T, d) at ``positions`` (B, T) of ``layer`` and
-        return that layer's keys and values (B, Hkv, S, d) for S = :meth:`span`."""
+        return that layer's keys and values (B, Hkv, S, d) for S = :meth:`span`, in the
+        dtype of the new ones (a copy only if the cache is stored in another dtype)."""
         B, Hkv, T, d = k.shape
         index = positions[:, None, :, None].expand(B, Hkv, T, d)  # (B, Hkv, T, d)
         self.k[layer].scatter_(2, index, k.to(self.k.dtype))
         self.v[layer].scatter_(2, index, v.to(self.v.dtype))
         S = self.span(T)
-        return self.k[layer, :, :, :S], self.v[layer, :, :, :S]
+        return self.k[layer, :, :, :S].to(k.dtype), self.v[layer, :, :, :S].to(v.dtype)
 
     def advance(self, T: int) -> None:
         """Count T new positions in every row (called by the model after all layers)."""

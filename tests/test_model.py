@@ -219,3 +219,15 @@ def test_config_validation_names_the_field():
         GPTConfig(pos_encoding="alibi")
     with pytest.raises(LanternError, match="n_embd"):
         GPTConfig(n_head=5, n_embd=64)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.bfloat16, torch.float32])
+def test_bf16_model_with_cache(cache_dtype):
+    model = make(LLAMA_TINY).to(torch.bfloat16)
+    idx = tokens(LLAMA_TINY, 2, 6)
+    full = model(idx).logits.float()
+    cache = KVCache(LLAMA_TINY, batch_size=2, max_len=6, dtype=cache_dtype)
+    out = torch.cat([model(idx[:, :3], cache=cache).logits]
+                    + [model(idx[:, t:t + 1], cache=cache).logits for t in range(3, 6)], 1)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - full).abs().max() < 0.05 * full.abs().max()
