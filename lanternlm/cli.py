@@ -34,6 +34,27 @@ def _read_text_arg(text: str) -> str:
 
 
 @command
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .quickstart import QuickstartConfig
+
+    p = sub.add_parser("quickstart", help="the whole pipeline on the built-in corpus: data → tokenizer → "
+                       "pretraining → samples",
+                       description="Fetch the built-in corpus, train a tokenizer, write token shards, "
+                       "pretrain the tiny preset for a time budget and print samples.")
+    add_arguments(p, QuickstartConfig)
+    p.set_defaults(func=_quickstart)
+
+
+def _quickstart(args: argparse.Namespace) -> None:
+    from .config import from_arguments
+    from .quickstart import QuickstartConfig, describe, quickstart
+
+    config, _ = from_arguments(QuickstartConfig, args)
+    print(describe(quickstart(config)))
+
+
+@command
 def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     from .config import add_arguments
     from .tokenizer import TokenizerTrainConfig

@@ -1,0 +1,126 @@
+"""``lantern quickstart``: the whole pipeline on the built-in corpus, in one command.
+
+1. **data** — fetch the built-in corpus (Shakespeare), clean, deduplicate and filter it,
+   train a byte-level BPE tokenizer on it and write token shards
+   (:func:`lanternlm.data.prepare.prepare`);
+2. **pretrain** — train the ``tiny`` preset for a time budget
+   (:func:`lanternlm.train.pretrain.pretrain`);
+3. **sample** — print a few continuations from the trained model
+   (:func:`lanternlm.train.sample.sample`, through the one inference engine).
+
+Everything lands in one directory (``runs/quickstart`` by default); a ``quickstart.json``
+there records what each step wrote. Each stage is also its own command
+(``lantern data prepare``, ``lantern pretrain``, ``lantern sample``): this module only
+chains them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import atomic_write_text, option
+from .errors import LanternError
+from .log import logger
+
+MARKER = "quickstart.json"
+
+
+@dataclass
+class QuickstartConfig:
+    """Settings of ``lantern quickstart`` (defaults fit a 2-core laptop in about 10 minutes)."""
+
+    out: str = option("runs/quickstart", "directory that receives the shards, the run and the summary")
+    corpus: str = option("builtin:shakespeare", "source of text: builtin:NAME, a file, a folder, a .jsonl/.parquet file or a URL")
+    vocab_size: int = option(4096, "vocabulary size of the tokenizer trained on the corpus")
+    preset: str = option("tiny", "pretraining preset (see `lantern pretrain --help`)")
+    minutes: float = option(5.0, "pretraining time budget in minutes")
+    max_steps: int = option(0, "stop pretraining after this many steps (0 = the preset's, within the time budget)")
+    prompt: str = option("ROMEO:", "prompt for the samples printed at the end")
+    samples: int = option(3, "how many samples to print")
+    sample_tokens: int = option(120, "tokens per sample")
+    seed: int = option(1337, "seed for training and sampling")
+    overwrite: bool = option(False, "replace an earlier quickstart in the same directory")
+
+
+def _claim(out: Path, overwrite: bool) -> None:
+    """Make ``out`` ready: empty, or an earlier quickstart we may replace."""
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    if not (out / MARKER).exists():
+        raise LanternError(f"{out} exists and is not a quickstart directory; choose another --out")
+    if not overwrite:
+        raise LanternError(f"{out} already holds a quickstart; pass --overwrite to replace it "
+                           f"or choose another --out")
+    shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def quickstart(config: QuickstartConfig) -> dict[str, Any]:
+    """Run data → tokenizer → shards → pretraining → samples; return what was written where."""
+    from .data.prepare import PrepareConfig, prepare
+    from .train.pretrain import PRETRAIN_PRESETS, pretrain
+    from .train.sample import sample
+
+    if config.preset not in PRETRAIN_PRESETS:
+        raise LanternError(f"--preset {config.preset!r}: choose one of {sorted(PRETRAIN_PRESETS)}")
+    if config.minutes <= 0:
+        raise LanternError(f"--minutes must be > 0, got {config.minutes}")
+    out = Path(config.out)
+    _claim(out, config.overwrite)
+    summary: dict[str, Any] = {"config": dataclasses.asdict(config), "steps": {}}
+
+    def record(step: str, **info: Any) -> None:
+        summary["steps"][step] = info
+        atomic_write_text(out / MARKER, json.dumps(summary, indent=2) + "\n")
+
+    record("started", at=time.strftime("%Y-%m-%d %H:%M:%S"))
+    t0 = time.perf_counter()
+    logger.info("[1/3] data: %s → tokenizer (vocab %d) → token shards", config.corpus, config.vocab_size)
+    shards = out / "data"
+    manifest = prepare([config.corpus], shards, config=PrepareConfig(vocab_size=config.vocab_size))
+    record("data", dir=str(shards), seconds=round(time.perf_counter() - t0, 1),
+           train_tokens=manifest["splits"]["train"]["tokens"], val_tokens=manifest["splits"]["val"]["tokens"])
+
+    t1 = time.perf_counter()
+    logger.info("[2/3] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
+    run = out / "run"
+    overrides: dict[str, Any] = {"data": str(shards), "max_minutes": config.minutes, "seed": config.seed}
+    if config.max_steps:
+        overrides["max_steps"] = config.max_steps
+    train_cfg = dataclasses.replace(PRETRAIN_PRESETS[config.preset], **overrides)
+    sources = {f.name: ("quickstart" if f.name in overrides else f"preset:{config.preset}")
+               for f in dataclasses.fields(train_cfg)}
+    result = pretrain(train_cfg, run, sources=sources)
+    record("pretrain", dir=str(run), seconds=round(time.perf_counter() - t1, 1), summary=result)
+
+    logger.info("[3/3] samples from %s", run)
+    texts = sample(run, config.prompt, num=config.samples, max_tokens=config.sample_tokens, seed=config.seed)
+    record("samples", texts=texts)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    record("done", seconds=summary["seconds"])
+    return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """What the CLI prints at the end: the samples, then where everything was written."""
+    steps = summary["steps"]
+    lines = []
+    for i, text in enumerate(steps["samples"]["texts"], 1):
+        lines += [f"--- sample {i} ---", text.strip(), ""]
+    pre = steps["pretrain"]["summary"]
+    lines.append(f"quickstart finished in {summary['seconds'] / 60:.1f} min")
+    lines.append(f"  token shards  {steps['data']['dir']}  ({steps['data']['train_tokens']:,} train tokens)")
+    lines.append(f"  model run     {steps['pretrain']['dir']}  "
+                 + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in pre.items() if k in ("steps", "val_loss", "bpb")))
+    for name in ("loss.png", "metrics.jsonl", "model.safetensors", "tokenizer.json"):
+        lines.append(f"    {name}")
+    lines.append("next: lantern generate RUN \"prompt\" --show-probs · lantern chat RUN · lantern info RUN")
+    return "\n".join(lines)
