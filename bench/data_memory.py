@@ -158,8 +158,9 @@ def main() -> None:
         f"Growth of peak RSS from 1x to {args.scale}x: lanternlm {peaks[(stream, args.scale)] - peaks[(stream, 1)]:+.0f} MiB "
         f"({peaks[(stream, args.scale)] / peaks[(stream, 1)]:.2f}x), naive {peaks[(naive, args.scale)] - peaks[(naive, 1)]:+.0f} MiB "
         f"({peaks[(naive, args.scale)] / peaks[(naive, 1)]:.2f}x). lanternlm's streaming pipeline holds one "
-        "tokenization batch (~1 MB of text) and, per kept document, 16 bytes for exact dedup plus a 512-byte "
-        "MinHash signature and LSH bucket entries for near dedup (the only part that grows with the corpus). "
+        "tokenization batch (~1 MB of text) and the dedup indexes, about 2 KB per kept document "
+        "(a 512-byte MinHash signature plus LSH bucket entries, and a 16-byte exact-dedup key): the only "
+        "part that grows with the corpus. "
         "The naive reference reads the same documents (4,000-character chunks) but does no cleaning or dedup, so it is faster; it is there to show how memory grows when everything is held.",
     ]
     replace_section(Path(args.results), "data", "\n".join(lines))
