@@ -175,7 +175,11 @@ def test_hf_export_encodes_identically(tok, corpus, tmp_path):
 
 def test_encode_batch_equals_encode(tok, corpus):
     texts = corpus[:100] + VARIED
-    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    single = [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts) == single
+    assert tok.encode_batch(texts, num_threads=3) == single
+    assert tok.encode_batch(texts, num_threads=1) == single
+    assert tok.encode_batch([]) == [] and tok.encode_batch(["x"]) == [tok.encode("x")]
     assert tok.encode_batch(texts, allowed_special="all") == [tok.encode(t, allowed_special="all") for t in texts]
 
 
