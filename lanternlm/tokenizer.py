@@ -268,7 +268,7 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
     """
     import rustbpe
 
-    seen = {"texts": 0, "nonempty": 0}
+    seen = {"texts": 0, "nonempty": 0, "last": ""}
 
     def checked(texts: Iterable[str]) -> Iterator[str]:
         for text in texts:
@@ -276,6 +276,7 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
                 raise LanternError(f"training text #{seen['texts']}: expected a str, got {type(text).__name__}")
             seen["texts"] += 1
             seen["nonempty"] += bool(text)
+            seen["last"] = text
             yield text
 
     trainer = rustbpe.Tokenizer()
@@ -283,11 +284,9 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
     try:
         trainer.train_from_iterator(checked(texts), 256 + num_merges, pattern=pattern)
     except UnicodeEncodeError:
-        # rustbpe reads texts in buffers, so find the culprit in the buffer just read.
-        raise LanternError(
-            f"training text (one of #{max(0, seen['texts'] - 8192)}..#{seen['texts'] - 1}) contains a lone "
-            "surrogate and cannot be encoded as UTF-8; fix the input (e.g. decode with errors='replace')"
-        ) from None
+        # rustbpe converts each text to UTF-8 right after taking it: the culprit is the last one.
+        check_text(seen["last"], where=f"training text #{seen['texts'] - 1}")
+        raise
     if not seen["nonempty"]:
         raise LanternError("training corpus is empty: give at least one non-empty text")
     vocab = [bytes(b) for b, _ in sorted(trainer.get_mergeable_ranks(), key=lambda item: item[1])]
