@@ -128,6 +128,8 @@ class Engine:
         self.config = model.config
         self.device = device
         self.dtype = next(model.parameters()).dtype
+        if device.type == "cpu" and self.dtype == torch.float32:
+            _head_column_major(model)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, int], _GraphDecoder] = {}
 
@@ -315,6 +317,23 @@ class Engine:
         graph = self._graphs[key]
         graph.bind(cache)
         return graph
+
+
+def _head_column_major(model: GPT) -> None:
+    """Store the output head (vocab, C) column-major: same values, same shape, other strides.
+
+    Decoding multiplies one row per sequence by the vocabulary-sized head, the largest
+    matrix of a small model. On CPU in fp32 that product reads a column-major matrix in
+    order and runs 2-3.5x faster (measured for (50304, 128) and (50304, 768) at batch 1
+    and 16; for bf16 and the square block matrices the layouts are about even, so they
+    stay as they are). With tied embeddings the token-embedding lookup shares the matrix
+    and is unaffected (one row per token).
+    """
+    head = model.wte.weight if model.lm_head is None else model.lm_head.weight
+    if head.stride(0) == 1:
+        return
+    with torch.no_grad():
+        head.data = head.data.t().contiguous().t()  # (V, C) with strides (1, V)
 
 
 class _GraphDecoder:
