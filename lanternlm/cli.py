@@ -383,6 +383,160 @@ def _tasks_mixture(args: argparse.Namespace) -> None:
                   multi_turn=args.multi_turn)
 
 
+@command
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="see inside a trained model: tokens, embeddings, attention, "
+                                       "next-token probabilities, the loop, loss, thinking, memory",
+                       description="Glass-box views of a run. Each prints a terminal view and writes "
+                                   "a PNG (default folder: RUN/inspect, or the current folder for tokens).")
+    p.set_defaults(func=lambda args: p.print_help() or 1)
+    views = p.add_subparsers(title="views", metavar="VIEW")
+
+    def view(name: str, help_text: str, func, run: bool = True, text: bool = True) -> argparse.ArgumentParser:
+        v = views.add_parser(name, help=help_text, description=help_text)
+        if run:
+            v.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
+        if text:
+            v.add_argument("text", metavar="TEXT", help="the text ('-' reads standard input)")
+        v.add_argument("--out", metavar="DIR", help="folder for the pictures")
+        if run:
+            v.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+        v.set_defaults(func=func)
+        return v
+
+    v = view("tokens", "TEXT split into coloured pieces with ids; several --tokenizer compare side by side",
+             _inspect_tokens, run=False)
+    v.add_argument("--tokenizer", action="append", required=True, metavar="PATH",
+                   help="a tokenizer JSON file or a run directory (repeat to compare)")
+    v.add_argument("--no-color", action="store_true", help="plain output, no colours")
+    v = view("embeddings", "nearest neighbours of WORDs in the embedding table and their 2-D PCA map",
+             _inspect_embeddings, text=False)
+    v.add_argument("words", nargs="+", metavar="WORD", help="words (each must be a single token)")
+    v.add_argument("-k", type=int, default=8, help="neighbours per word (default: 8)")
+    v = view("attention", "the attention matrix of one head over TEXT (rows attend to columns)", _inspect_attention)
+    v.add_argument("--layer", type=int, default=0, help="layer, from 0 (default: 0)")
+    v.add_argument("--head", type=int, default=0, help="head, from 0 (default: 0)")
+    v.add_argument("--query", metavar="WORD", help="highlight this token's row and name what it attends to most")
+    v.add_argument("--grid", action="store_true", help="also draw every head of the layer")
+    v.add_argument("--rollout", action="store_true", help="also draw attention rollout across all layers")
+    v.add_argument("--no-color", action="store_true", help="plain output, no colours")
+    v = view("next", "the next-token distribution after TEXT, and what temperature / top-k / top-p keep",
+             _inspect_next)
+    v.add_argument("-k", type=int, default=10, help="candidates shown (default: 10)")
+    v = view("generate", "the generation loop step by step: context, candidates, chosen token "
+                         "(table, image strip, animated GIF)", _inspect_generate)
+    v.add_argument("--steps", type=int, default=8, help="tokens to generate (default: 8)")
+    v.add_argument("--top", type=int, default=5, help="candidates per step (default: 5)")
+    v.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
+    v.add_argument("--top-k", type=int, default=0, help="keep the k most likely (0 = off)")
+    v.add_argument("--top-p", type=float, default=1.0, help="nucleus threshold (1 = off)")
+    v.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    v = views.add_parser("loss", help="loss curves of one or more runs overlaid, smoothed, with the plateau mark",
+                         description="Raw and smoothed training loss, validation points, and where a "
+                                     "plateau rule would stop, for each RUN.")
+    v.add_argument("runs", nargs="+", metavar="RUN", help="run directories (metrics.jsonl)")
+    v.add_argument("--alpha", type=float, default=0.9, help="EMA smoothing factor (default: 0.9)")
+    v.add_argument("--patience", type=int, default=3, help="plateau rule: evaluations without improvement (default: 3)")
+    v.add_argument("--min-delta", type=float, default=0.0, help="plateau rule: improvement needed (default: 0)")
+    v.add_argument("--out", metavar="DIR", help="folder for the picture (default: RUN/inspect of the first run)")
+    v.set_defaults(func=_inspect_loss)
+    v = view("thinking", "accuracy and mean thinking length per reasoning level on a task (chat models)",
+             _inspect_thinking, text=False)
+    v.add_argument("--task", required=True, help="task name (see lantern tasks show)")
+    v.add_argument("-n", type=int, default=20, help="held-out questions per level (default: 20)")
+    v.add_argument("--max-tokens", type=int, default=128, help="longest answer (default: 128)")
+    v = view("memory", "weights + KV cache + activations by dtype, estimated and measured for one forward",
+             _inspect_memory, text=False)
+    v.add_argument("--context", type=int, help="tokens in the prefill (default: the context window)")
+    v.add_argument("--batch-size", type=int, default=1, help="sequences (default: 1)")
+    v = view("report", "all views about RUN as Markdown + PNGs (default folder: RUN/report)",
+             _inspect_report, text=False)
+
+
+def _inspect_tokens(args: argparse.Namespace) -> None:
+    from .inspect.tokens import tokens_command
+
+    print(tokens_command(_read_text_arg(args.text), args.tokenizer, out=args.out or ".",
+                         color=not args.no_color and sys.stdout.isatty()))
+
+
+def _inspect_embeddings(args: argparse.Namespace) -> None:
+    from .inspect.embeddings import embeddings_command
+
+    print(embeddings_command(args.run, args.words, k=args.k, out=args.out, device=args.device))
+
+
+def _inspect_attention(args: argparse.Namespace) -> None:
+    from .inspect.attention import attention_command
+
+    print(attention_command(args.run, _read_text_arg(args.text), args.layer, args.head, args.query,
+                            grid=args.grid, with_rollout=args.rollout, out=args.out,
+                            color=not args.no_color and sys.stdout.isatty(), device=args.device))
+
+
+def _inspect_next(args: argparse.Namespace) -> None:
+    from .inspect.next_token import next_command
+
+    print(next_command(args.run, _read_text_arg(args.text), k=args.k, out=args.out, device=args.device))
+
+
+def _inspect_generate(args: argparse.Namespace) -> None:
+    from .inspect.loop import loop_command
+    from .sampling import SamplingParams
+
+    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(loop_command(args.run, _read_text_arg(args.text), steps=args.steps, sampling=sampling, top=args.top,
+                       out=args.out, device=args.device))
+
+
+def _inspect_loss(args: argparse.Namespace) -> None:
+    from .inspect.loss import loss_command
+
+    print(loss_command(args.runs, alpha=args.alpha, patience=args.patience, min_delta=args.min_delta,
+                       out=args.out))
+
+
+def _inspect_thinking(args: argparse.Namespace) -> None:
+    from .inspect.thinking import thinking_command
+
+    print(thinking_command(args.run, args.task, n=args.n, max_tokens=args.max_tokens, out=args.out,
+                           device=args.device))
+
+
+def _inspect_memory(args: argparse.Namespace) -> None:
+    from .inspect.memory import memory_command
+
+    print(memory_command(args.run, context=args.context, batch_size=args.batch_size, out=args.out,
+                         device=args.device))
+
+
+def _inspect_report(args: argparse.Namespace) -> None:
+    from .inspect.report import write_report
+
+    print(write_report(args.run, args.out, device=args.device))
+
+
+@command
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .inspect.sweep import SweepConfig
+
+    p = sub.add_parser("sweep", help="train a few model sizes for the same tokens; plot loss vs parameters",
+                       description="Model size vs loss: trains each of --sizes on the same data for the "
+                                   "same token budget into OUT/<size>/, then prints the table and writes "
+                                   "OUT/sweep.png and OUT/sweep.json. Defaults take minutes on a CPU.")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs, the table and the plot")
+    add_arguments(p, SweepConfig)
+    p.set_defaults(func=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from .config import from_arguments
+    from .inspect.sweep import SweepConfig, sweep_command
+
+    print(sweep_command(from_arguments(SweepConfig, args)[0], args.out))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

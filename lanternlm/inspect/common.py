@@ -1,0 +1,76 @@
+"""Pieces every view shares: token labels, prompt ids, loading a run, saving figures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import LanternError
+
+if TYPE_CHECKING:
+    from ..model import GPT
+    from ..tokenizer import Tokenizer
+
+
+def label(tokenizer: "Tokenizer", token: int) -> str:
+    """A token as people read it in a table or on a plot axis: a quoted piece of text.
+
+    Ids past the tokenizer's vocabulary (the model's padding rows) read ``<id N>``.
+
+    >>> from lanternlm.tokenizer import Tokenizer
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+    >>> label(tok, 104), label(tok, 256), label(tok, 300)
+    ("'h'", '<|endoftext|>', '<id 300>')
+    """
+    from ..terminal import token_label
+
+    if not 0 <= token < tokenizer.vocab_size:
+        return f"<id {token}>"
+    return token_label(tokenizer, token)
+
+
+def load(run: str | os.PathLike, device: str | None = None) -> tuple["GPT", "Tokenizer"]:
+    """The model (eval mode, fp32) and tokenizer of a run directory."""
+    from ..checkpoint import load_run
+
+    return load_run(run, device=device)
+
+
+def prompt_ids(tokenizer: "Tokenizer", text: str, model: "GPT", bos: bool = True) -> list[int]:
+    """``[<|endoftext|>] + encode(text)`` (as the engine sees a prompt), checked against the window."""
+    from ..generate import encode_prompt
+
+    if not text:
+        raise LanternError("the text to inspect is empty")
+    ids = encode_prompt(tokenizer, text, bos=bos)
+    if len(ids) > model.config.block_size:
+        raise LanternError(f"the text is {len(ids)} tokens, longer than the model's context window "
+                           f"({model.config.block_size}); shorten it")
+    return ids
+
+
+def output_path(out: str | os.PathLike, name: str) -> Path:
+    """``out/name``, creating the folder."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (imported only when plotting)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | os.PathLike) -> Path:
+    """Write a figure as PNG (tight layout, nothing clipped) and close it."""
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=fig.dpi)
+    plt.close(fig)
+    return path
