@@ -52,7 +52,7 @@ def render_tokens(tokenizers: dict[str, Tokenizer], text: str, color: bool = Tru
               for name, tok in tokenizers.items()]
     if len(tokenizers) > 1:
         views = [token_view(tok, text, name) for name, tok in tokenizers.items()]
-        width = max(len(v.name) for v in views)
+        width = max(len("tokenizer"), *(len(v.name) for v in views))
         blocks.append("\n".join([f"{'tokenizer':<{width}}  tokens  bytes/token"] + [
             f"{v.name:<{width}}  {len(v.ids):>6}  {v.bytes_per_token:>11.2f}" for v in views]))
     return "\n\n".join(blocks)
