@@ -121,13 +121,15 @@ def test_neighbours_of_a_hand_set_table(tok):
         model.wte.weight[ids["dog"], 1], model.wte.weight[ids["dog"], 2] = 0.9, 0.1
         model.wte.weight[ids["banana"], 3] = 1.0
         model.wte.weight[ids["mat"], 1], model.wte.weight[ids["mat"], 3] = 0.5, 0.5
-    view = embeddings.embedding_view(model, tok, ["cat", "banana", "zebra"], k=2)
+    view = embeddings.embedding_view(model, tok, ["cat", "banana", "zebra"], k=2, map_neighbours=1)
     cat, banana = view.words
     assert [n.token for n in cat.neighbours] == [ids["dog"], ids["mat"]]
     assert cat.neighbours[0].similarity == pytest.approx(0.9 / math.sqrt(0.82 + 0.0001), abs=1e-3)
     assert banana.neighbours[0].token == ids["mat"]
     assert "zebra" in view.missing
     assert {p["label"] for p in view.map if p["kind"] == "word"} == {cat.label, banana.label}
+    assert {p["label"] for p in view.map if p["kind"] == "neighbour"} == {cat.neighbours[0].label,
+                                                                          banana.neighbours[0].label}
     assert all(t.token not in tok.special_tokens.values() for w in view.words for t in w.neighbours)
 
 

@@ -114,8 +114,9 @@ class EmbeddingView:
 
 @torch.no_grad()
 def embedding_view(model, tokenizer, words: Sequence[str], k: int = 8,
-                   map_neighbours: int = 2) -> EmbeddingView:
-    """Neighbours of ``words`` in the token-embedding table and their PCA map."""
+                   map_neighbours: int = 0) -> EmbeddingView:
+    """Neighbours of ``words`` in the token-embedding table and their PCA map (the words,
+    plus each word's first ``map_neighbours`` neighbours)."""
     if not words:
         raise LanternError("give at least one word")
     table = model.wte.weight.detach().float().cpu()  # (V, C)

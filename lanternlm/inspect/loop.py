@@ -57,6 +57,9 @@ def generation_trace(engine, tokenizer, text: str, steps: int = 8,
         context = text + tokenizer.decode(generated)
         filtered = dict(event.filtered_top or [])
         candidates = [(t, label(tokenizer, t), p, filtered.get(t, 0.0)) for t, p in event.raw_top or []]
+        if event.token not in [c[0] for c in candidates]:  # a sampled token outside the top: shown last
+            candidates.append((event.token, label(tokenizer, event.token), math.exp(event.logprob),
+                               math.exp(event.sampled_logprob)))
         trace.steps.append(LoopStep(event.index, context, candidates, event.token,
                                     label(tokenizer, event.token), math.exp(event.logprob),
                                     event.finish_reason))
@@ -90,8 +93,10 @@ def render_loop(trace: LoopTrace, context_chars: int = 40) -> str:
 
 def _draw_step(ax_text, ax_bars, step: LoopStep, context_chars: int) -> None:
     ax_text.axis("off")
-    ax_text.text(0.0, 0.5, f"step {step.index + 1}:  {_tail(step.context, context_chars)}",
+    ax_text.text(0.0, 0.6, f"step {step.index + 1}:  {_tail(step.context, context_chars)}",
                  fontsize=9, family="monospace", va="center", ha="left")
+    ax_text.text(0.0, 0.3, f"  → chose {step.token_label} ({step.probability:.0%})", fontsize=9,
+                 family="monospace", va="center", ha="left", color="tab:red")
     labels = [lab for _, lab, _, _ in step.candidates]
     probs = [p for _, _, p, _ in step.candidates]
     colours = ["tab:red" if t == step.token else "tab:blue" for t, _, _, _ in step.candidates]
@@ -114,7 +119,8 @@ def plot_loop_strip(trace: LoopTrace, path: str | os.PathLike, context_chars: in
     steps = trace.steps[:max_steps]
     top = max(len(s.candidates) for s in steps)
     fig, axes = plt.subplots(len(steps), 2, figsize=(11, (0.22 * top + 0.5) * len(steps) + 0.8),
-                             dpi=110, gridspec_kw={"width_ratios": [1.6, 1]}, squeeze=False)
+                             dpi=110, gridspec_kw={"width_ratios": [1.6, 1]}, squeeze=False,
+                             constrained_layout=True)
     for (ax_text, ax_bars), step in zip(axes, steps):
         _draw_step(ax_text, ax_bars, step, context_chars)
     axes[-1][1].set_xlabel("probability (red: the token chosen)")

@@ -128,7 +128,7 @@ def plot_next_token(view: NextTokenView, path: str | os.PathLike) -> Path:
     panels = [view.raw] + view.settings
     n = len(view.candidates)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 1.2, 0.32 * n + 1.8),
-                             dpi=110, sharey=True)
+                             dpi=110, sharey=True, constrained_layout=True)
     labels = [lab for _, lab in view.candidates]
     for j, (ax, d) in enumerate(zip(axes, panels)):
         colours = ["tab:orange" if j == 0 else "tab:blue"] * n
