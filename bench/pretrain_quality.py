@@ -182,7 +182,8 @@ def main() -> None:
         "so both models got fewer steps than on a quiet machine (they ran one after the other, "
         "under similar load).",
         "",
-        f"Command: `python bench/pretrain_quality.py --minutes {args.minutes:g} --vocab {args.vocab}`. "
+        f"Command: `{'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] + ' ' if 'OMP_NUM_THREADS' in os.environ else ''}"
+        f"python bench/pretrain_quality.py --minutes {args.minutes:g} --vocab {args.vocab}`. "
         f"Text: `{Path(args.text).name}` ({len(text):,} chars); validation = the last 10% "
         f"({len(val_text):,} chars), evaluated in full by both.",
         "",

@@ -325,3 +325,29 @@ def test_bad_inputs_are_clear_errors(tmp_path, shards):
         pretrain(tiny_config(shards, max_steps=2), tmp_path / "r6")
     with pytest.raises(LanternError, match="cannot resume.*lr: saved 0.01, now 0.5"):
         pretrain(tiny_config(shards, max_steps=4, lr=0.5), tmp_path / "r6", resume=True)
+
+
+def test_cli_pretrain_records_sources_resumes_and_samples(tmp_path, shards, capsys):
+    from lanternlm.cli import main
+    from lanternlm.train.sample import sample
+
+    run = tmp_path / "run"
+    flags = ["-q", "pretrain", "--data", str(shards), "--out", str(run), "--model", "llama-style-tiny",
+             "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "16", "--batch-size", "4",
+             "--max-minutes", "none", "--log-every", "1", "--device", "cpu"]
+    assert main([*flags, "--max-steps", "3"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["sources"]["max_steps"] == "cli" and saved["sources"]["lr"] == "preset:tiny"
+    assert saved["config"]["lr"] == PRETRAIN_PRESETS["tiny"].lr
+    assert main([*flags, "--max-steps", "5", "--resume"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["sources"]["lr"] == "preset:tiny" and saved["config"]["max_steps"] == 5
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+    greedy = sample(run, "The king", num=2, max_tokens=6, temperature=0.0)
+    assert len(greedy) == 2 and greedy[0] == greedy[1] and greedy[0].startswith("The king")
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "The king", "--num", "1", "--max-tokens", "6",
+                 "--temperature", "0"]) == 0
+    assert greedy[0] in capsys.readouterr().out
+    assert main(["sample", str(tmp_path / "nothing")]) == 2  # a clear error, no traceback

@@ -96,7 +96,7 @@ class PretrainConfig:
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     # A laptop CPU, minutes: 5 on 2 cores. Llama-style (the model's "tiny"), narrowed to
     # width 128 and context 128 so that even a busy CPU takes ~1,000 steps in the budget.
-    "tiny": PretrainConfig(model="tiny", n_layer=4, n_head=4, n_kv_head=4, n_embd=128, block_size=128,
+    "tiny": PretrainConfig(model="tiny", n_layer=4, n_head=4, n_embd=128, block_size=128,
                            batch_size=8, max_steps=20000, max_minutes=5.0, lr=2e-3, warmup_steps=50,
                            min_lr_ratio=0.1, beta2=0.99, weight_decay=0.1, eval_every=200,
                            eval_tokens=32768, log_every=10, checkpoint_every=500),
@@ -292,7 +292,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, resume: bool = Fals
             over, total_steps = D.broadcast_object((elapsed >= budget_s, _estimate_total(step, elapsed, budget_s, config)), info)
             if over:
                 last, stop_reason = True, "time"
-            bar.total = round(total_steps)
+            bar.total = max(step + 1, round(total_steps))
         evaluated = step % config.eval_every == 0 or last
         if step % config.log_every == 0 or evaluated:
             train_loss = D.all_reduce_sum(loss_sum, info).item() / info.world_size
