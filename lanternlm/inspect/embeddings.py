@@ -85,6 +85,15 @@ def word_token(tokenizer, word: str) -> int | None:
     return None
 
 
+def _is_text(piece: bytes) -> bool:
+    """Whole UTF-8 characters (fragments of a character are rarely trained and only add noise)."""
+    try:
+        piece.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 @dataclass
 class Neighbour:
     token: int
@@ -116,12 +125,14 @@ class EmbeddingView:
 def embedding_view(model, tokenizer, words: Sequence[str], k: int = 8,
                    map_neighbours: int = 0) -> EmbeddingView:
     """Neighbours of ``words`` in the token-embedding table and their PCA map (the words,
-    plus each word's first ``map_neighbours`` neighbours)."""
+    plus each word's first ``map_neighbours`` neighbours). Neighbours are searched among
+    the tokens that are whole pieces of text: special tokens and byte fragments of a
+    multi-byte character are left out."""
     if not words:
         raise LanternError("give at least one word")
     table = model.wte.weight.detach().float().cpu()  # (V, C)
     specials = set(tokenizer.special_tokens.values())
-    candidates = [i for i in range(tokenizer.vocab_size) if i not in specials]
+    candidates = [i for i in range(tokenizer.vocab_size) if i not in specials and _is_text(tokenizer.token_bytes(i))]
     found, missing = [], {}
     for word in words:
         token = word_token(tokenizer, word)
