@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def _parse_bool(text: str) -> bool:
 def _converter(tp: Any):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         inner = [a for a in args if a is not type(None)]
         conv = _converter(inner[0])
         return lambda s: None if s.lower() in ("none", "null") else conv(s)

@@ -108,7 +108,9 @@ class Engine:
     """Generates token ids from a :class:`~lanternlm.model.GPT` with a KV cache.
 
     ``dtype`` (e.g. ``torch.bfloat16``) casts the model's weights in place; the cache
-    uses the same dtype. Sampling always happens in fp32. ``cuda_graphs`` (CUDA only)
+    uses the same dtype. ``vocab_limit`` is the number of real token ids (the tokenizer's
+    vocabulary): the model's table is padded up to a multiple of 64 for speed, and ids at
+    or above the limit are never produced (their logits are set to -inf). Sampling always happens in fp32. ``cuda_graphs`` (CUDA only)
     replays the decode step as a captured CUDA graph over a static cache.
 
     >>> from lanternlm.model import GPTConfig
@@ -120,10 +122,14 @@ class Engine:
     """
 
     def __init__(self, model: GPT, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, cuda_graphs: bool = False) -> None:
+                 dtype: torch.dtype | None = None, cuda_graphs: bool = False,
+                 vocab_limit: int | None = None) -> None:
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if cuda_graphs and device.type != "cuda":
             raise LanternError(f"Engine: cuda_graphs needs a CUDA device, got {device}")
+        if vocab_limit is not None and not 0 < vocab_limit <= model.config.vocab_size:
+            raise LanternError(f"Engine: vocab_limit={vocab_limit} must be in 1..{model.config.vocab_size}")
+        self.vocab_limit = vocab_limit if vocab_limit is not None else model.config.vocab_size
         self.model = model.to(device=device, dtype=dtype).eval()
         self.config = model.config
         self.device = device
@@ -270,6 +276,8 @@ class Engine:
                     self._retire(cache, retired)
                 logits = decode(tokens)  # (B, V)
             logits = logits.float()
+            if self.vocab_limit < V:
+                logits[:, self.vocab_limit:] = float("-inf")  # padding rows are not tokens
             filtered = logits if plain_greedy and not details else process_logits(logits, sampling, present)
             tokens = greedy(filtered) if sampling.greedy else sample_from_logits(filtered, generator)
             hit = torch.isin(tokens, stop) & ~done & ~stopped if len(stop) else no_hit

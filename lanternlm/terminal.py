@@ -37,7 +37,7 @@ def load_engine(run: str, device: str | None = None, dtype: str | None = None) -
     if dtype is not None and dtype not in DTYPES:
         raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     model, tokenizer = load_run(run, device=device)
-    return Engine(model, dtype=DTYPES[dtype] if dtype else None), tokenizer
+    return Engine(model, dtype=DTYPES[dtype] if dtype else None, vocab_limit=tokenizer.vocab_size), tokenizer
 
 
 # --------------------------------------------------------------------------- probabilities view

@@ -104,6 +104,21 @@ def test_seed_makes_sampling_reproducible():
     assert run(5) != run(6)  # 36 draws from wide distributions: equal with negligible chance
 
 
+def test_vocab_limit_never_produces_padding_ids():
+    model = make_model("llama")  # untied head
+    with torch.no_grad():  # make the padding rows (ids 80..95) the most likely by far
+        model.lm_head.weight[80:] = model.lm_head.weight[:1] * 0 + 5.0
+    hot = SamplingParams(temperature=2.0, seed=0)
+    unlimited = [t for c in Engine(copy.deepcopy(model)).generate(PROMPTS, max_tokens=10, sampling=hot)
+                 for t in c.tokens]
+    assert max(unlimited) >= 80  # without the limit the padding ids win
+    engine = Engine(model, vocab_limit=80)
+    limited = engine.generate(PROMPTS, max_tokens=10, sampling=hot, top_alternatives=5, logprobs=True)
+    assert all(t < 80 for c in limited for t in c.tokens)
+    with pytest.raises(LanternError, match="vocab_limit"):
+        Engine(model, vocab_limit=97)
+
+
 def test_stop_tokens_end_rows_independently():
     engine = Engine(make_model("gpt2"))
     free = engine.generate(PROMPTS, max_tokens=10, sampling=GREEDY)

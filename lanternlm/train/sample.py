@@ -31,7 +31,7 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, num: int = 3, max_to
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
     model, tokenizer = load_run(run_dir, device=dev)
-    engine = Engine(model, device=dev)
+    engine = Engine(model, device=dev, vocab_limit=tokenizer.vocab_size)
     ids = encode_prompt(tokenizer, prompt)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     outs = complete(engine, tokenizer, [ids] * num, max_tokens=max_tokens, sampling=params,
