@@ -304,7 +304,7 @@ def main() -> None:
           for v, o, r, h, c in train_rows],
         "",
         "lanternlm's time includes recovering merge pairs and building its tiktoken encoder. "
-        + " ".join(parity_notes),
+        + "; ".join(parity_notes) + ".",
         "",
         f"Reference trainer (`backend=\"python\"`, readable pure Python) on a {size_mb(slice_docs):.2f} MB slice, "
         f"vocab {py_vocab:,}: {t_py:.2f} s vs {t_py_rust:.2f} s with `backend=\"rust\"` "
