@@ -31,7 +31,7 @@ def corpus(tmp_path):
 def test_quickstart_runs_every_stage(tmp_path, corpus, capsys):
     out = tmp_path / "qs"
     code = main(["-q", "quickstart", "--out", str(out), "--corpus", str(corpus), "--vocab-size", "300",
-                 "--minutes", "0.3", "--max-steps", "12", "--samples", "2", "--sample-tokens", "8"])
+                 "--minutes", "5", "--max-steps", "12", "--samples", "2", "--sample-tokens", "8"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed

@@ -93,7 +93,7 @@ def next_token_view(model, tokenizer, text: str, k: int = 10,
         raise LanternError(f"k={k}: show at least one candidate")
     settings = DEFAULT_SETTINGS if settings is None else settings
     ids = prompt_ids(tokenizer, text, model, bos)
-    logits = next_logits(model, ids)
+    logits = next_logits(model, ids)[:tokenizer.vocab_size]  # padding rows are not tokens
     top = torch.topk(logits, min(k, logits.numel())).indices.tolist()
     view = NextTokenView(text, ids, [(t, label(tokenizer, t)) for t in top],
                          distribution(logits, SamplingParams(), "raw (temperature 1)", top))

@@ -84,7 +84,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
 
     md.append("## 5. The loop\n")
-    trace = loop.generation_trace(Engine(model), tokenizer, prompt, steps,
+    trace = loop.generation_trace(Engine(model, vocab_limit=tokenizer.vocab_size), tokenizer, prompt, steps,
                                   SamplingParams(temperature=0.7, seed=0))
     loop.plot_loop_strip(trace, output_path(out, "loop.png"))
     loop.write_loop_gif(trace, output_path(out, "loop.gif"))
