@@ -188,7 +188,7 @@ def test_next_token_view_reads_the_model(tok):
     model = tiny_model(VOCAB)
     view = next_token.next_token_view(model, tok, SENTENCE, k=5)
     with torch.no_grad():
-        logits = model(torch.tensor([view.ids])).logits[0, -1]
+        logits = model(torch.tensor([view.ids])).logits[0, -1, :tok.vocab_size]  # padding rows are not tokens
     probs = torch.softmax(logits, -1)
     assert [t for t, _ in view.candidates] == torch.topk(logits, 5).indices.tolist()
     assert view.raw.probs == pytest.approx(probs[[t for t, _ in view.candidates]].tolist(), abs=1e-6)
@@ -196,7 +196,7 @@ def test_next_token_view_reads_the_model(tok):
     ent = {d.name: d.entropy for d in view.settings}
     assert ent["temperature 0.2"] < ent["temperature 0.7"] < view.raw.entropy < ent["temperature 1.2"]
     kept = {d.name: d.kept for d in view.settings}
-    assert kept["top-k 5"] == 5 and kept["temperature 0.2"] == VOCAB
+    assert kept["top-k 5"] == 5 and kept["temperature 0.2"] == tok.vocab_size
     assert "entropy" in next_token.render_next_token(view)
 
 
