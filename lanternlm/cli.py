@@ -295,7 +295,17 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                         "window (default: an error)")
     p.add_argument("--no-bos", dest="bos", action="store_false",
                    help="do not start the prompt with <|endoftext|> (the document separator)")
+    p.add_argument("--system", help="system message (with --reasoning)")
+    _add_thinking_flags(p, "chat models: PROMPT becomes the user's message of a one-turn chat at this "
+                           "reasoning level")
     p.set_defaults(func=_generate)
+
+
+def _add_thinking_flags(p: argparse.ArgumentParser, reasoning_help: str) -> None:
+    p.add_argument("--reasoning", choices=["none", "low", "medium", "high"], help=reasoning_help)
+    p.add_argument("--thinking-budget", type=int, metavar="N",
+                   help="most thinking tokens; then <|/think|> is forced and the answer follows")
+    p.add_argument("--show-thinking", action="store_true", help="show the thinking (hidden by default)")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -304,7 +314,9 @@ def _generate(args: argparse.Namespace) -> int:
     return generate_command(args.run, args.prompt, sampling=_sampling_from_args(args),
                             max_tokens=args.max_tokens, stop=args.stop, num=args.num,
                             show_probs=args.show_probs, top=args.top, truncate=args.truncate,
-                            bos=args.bos, device=args.device, dtype=args.dtype)
+                            bos=args.bos, reasoning=args.reasoning, system=args.system,
+                            thinking_budget_tokens=args.thinking_budget, show_thinking=args.show_thinking,
+                            device=args.device, dtype=args.dtype)
 
 
 @command
@@ -320,6 +332,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="plain: the history is one text the model continues (base models); "
                         "chat: user/assistant turns (chat models) (default: plain)")
     p.add_argument("--system", help="system message (--format chat)")
+    _add_thinking_flags(p, "reasoning level of a chat model (--format chat; default: the system "
+                           "message's 'Reasoning:' line, else medium)")
     p.set_defaults(func=_chat)
 
 
@@ -327,7 +341,9 @@ def _chat(args: argparse.Namespace) -> int:
     from .terminal import chat_command
 
     return chat_command(args.run, sampling=_sampling_from_args(args), max_tokens=args.max_tokens,
-                        format=args.format, system=args.system, device=args.device, dtype=args.dtype)
+                        format=args.format, system=args.system, reasoning=args.reasoning,
+                        thinking_budget_tokens=args.thinking_budget, show_thinking=args.show_thinking,
+                        device=args.device, dtype=args.dtype)
 
 
 @command
@@ -535,6 +551,61 @@ def _sweep(args: argparse.Namespace) -> None:
     from .inspect.sweep import SweepConfig, sweep_command
 
     print(sweep_command(from_arguments(SweepConfig, args)[0], args.out))
+
+
+@command
+def _add_sft(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .train.sft import SFT_PRESETS, SFTConfig
+
+    p = sub.add_parser("sft", help="fine-tune a base run into a chat model (tasks, thinking levels)",
+                       description="Supervised fine-tuning of the run --base into --out: the tasks' "
+                                   "conversations at every reasoning level plus any chat JSONL (--data), "
+                                   "loss only on the assistant's thinking and answers. Model, tokenizer "
+                                   "and optimizer settings are inherited from --base unless given; the log "
+                                   "and config.json say which.")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (or resume)")
+    p.add_argument("--preset", default="tiny", choices=sorted(SFT_PRESETS),
+                   help="starting configuration (default: tiny)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, same batch order")
+    add_arguments(p, SFTConfig)
+    p.set_defaults(func=_sft)
+
+
+def _sft(args: argparse.Namespace) -> None:
+    from .train.sft import sft_from_args
+
+    sft_from_args(args)
+
+
+@command
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy per task x reasoning level, and bits per byte",
+                       description="Answer held-out task questions (greedy) at each reasoning level and "
+                                   "print the accuracy table; also bits per byte on the base run's "
+                                   "validation shards. Writes RUN/eval.json and RUN/eval.png.")
+    p.add_argument("run", metavar="RUN", help="run directory of a chat model (from lantern sft)")
+    p.add_argument("--tasks", help="comma-separated tasks (default: the ones the run was trained on)")
+    p.add_argument("--levels", default="none,low,medium,high", help="comma-separated reasoning levels")
+    p.add_argument("--n", type=int, default=100, help="held-out examples per task (default: 100)")
+    p.add_argument("--max-tokens", type=int, default=320, help="most tokens per answer (default: 320)")
+    p.add_argument("--batch-size", type=int, default=32, help="questions answered together (default: 32)")
+    p.add_argument("--thinking-budget", type=int, metavar="N", help="most thinking tokens per answer")
+    p.add_argument("--bpb-tokens", type=int, default=32768,
+                   help="validation tokens for bits per byte (0 = skip; default: 32768)")
+    p.add_argument("--seed", type=int, default=0, help="which held-out examples (default: 0)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: where the weights load)")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run, format_table
+
+    print(format_table(evaluate_run(
+        args.run, tasks=args.tasks.split(",") if args.tasks else None, levels=args.levels.split(","),
+        n=args.n, seed=args.seed, max_tokens=args.max_tokens, batch_size=args.batch_size,
+        thinking_budget=args.thinking_budget, bpb_tokens=args.bpb_tokens, device=args.device)))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -17,7 +17,11 @@ The loop the seed describes, made fast with a KV cache::
 2. **Decode**: every step feeds the batch's newest tokens, ``(B, 1)``, and reads one
    distribution per row. A row that finished keeps riding along (its tokens are thrown
    away): the batch shape never changes, so nothing is re-allocated per step.
-3. **Stop** a row at one of the ``stop_tokens`` (finish reason ``"stop"``; the stop token
+3. **Thinking budget** (optional, :class:`ThinkingBudget`): a row inside a thinking
+   segment (after ``think``, before ``end_think``; the prompt may end inside one) that has
+   generated ``budget`` thinking tokens gets ``end_think`` forced as its next token, so
+   the answer follows. The forced token's log-probabilities are still the model's.
+4. **Stop** a row at one of the ``stop_tokens`` (finish reason ``"stop"``; the stop token
    is not part of the completion), after ``max_tokens`` (``"length"``), or when prompt +
    completion fill the context window (``"context"``). Stop *strings* need text, so they
    are handled one level up, in :mod:`lanternlm.generate`.
@@ -52,6 +56,34 @@ from .sampling import SamplingParams, greedy, process_logits, sample_from_logits
 PREFILL_LOGITS_BUDGET = 1 << 24
 
 FINISH_REASONS = ("stop", "length", "context")
+
+
+@dataclasses.dataclass(frozen=True)
+class ThinkingBudget:
+    """At most ``budget`` tokens inside a thinking segment, which ``think`` opens and
+    ``end_think`` closes; then ``end_think`` is forced. The engine sees only these ids
+    (:func:`lanternlm.generate.thinking_budget` finds them in a tokenizer)."""
+
+    think: int
+    end_think: int
+    budget: int
+
+    def __post_init__(self) -> None:
+        if self.budget < 0:
+            raise LanternError(f"thinking budget must be >= 0 tokens, got {self.budget}")
+
+    def inside(self, prompt: Sequence[int]) -> bool:
+        """Whether ``prompt`` ends inside a thinking segment.
+
+        >>> ThinkingBudget(think=5, end_think=6, budget=8).inside([1, 5, 2])
+        True
+        >>> ThinkingBudget(think=5, end_think=6, budget=8).inside([1, 5, 2, 6])
+        False
+        """
+        for token in reversed(prompt):
+            if token in (self.think, self.end_think):
+                return token == self.think
+        return False
 
 
 @dataclasses.dataclass
@@ -144,24 +176,25 @@ class Engine:
     def generate(self, prompts: Sequence[Sequence[int]], *, max_tokens: int,
                  sampling: SamplingParams = SamplingParams(), stop_tokens: Sequence[int] = (),
                  top_alternatives: int = 0, logprobs: bool = False,
-                 truncate: str | None = None) -> list[Completion]:
+                 truncate: str | None = None, thinking: ThinkingBudget | None = None) -> list[Completion]:
         """Complete every prompt (a batch); see the module docstring for the rules.
 
         ``logprobs=True`` or ``top_alternatives > 0`` records a :class:`TokenEvent` per
-        token in ``Completion.events``.
+        token in ``Completion.events``. ``thinking`` caps thinking segments (see the module
+        docstring).
         """
         details = logprobs or top_alternatives > 0
         if details:
             generation = self.stream(prompts, max_tokens=max_tokens, sampling=sampling,
                                      stop_tokens=stop_tokens, top_alternatives=top_alternatives,
-                                     truncate=truncate)
+                                     truncate=truncate, thinking=thinking)
             events: list[list[TokenEvent]] = [[] for _ in prompts]
             for event in generation:
                 events[event.row].append(event)
             return [_completion(p, ev) for p, ev in zip(generation.prompts, events)]
 
         prompts = self._check(prompts, max_tokens, truncate)
-        steps = self._steps(prompts, max_tokens, sampling, stop_tokens, details=False)
+        steps = self._steps(prompts, max_tokens, sampling, stop_tokens, details=False, thinking=thinking)
         budgets = self._budgets(prompts, max_tokens)
         chosen, stops = [], []
         for step in steps:
@@ -181,7 +214,8 @@ class Engine:
 
     def stream(self, prompts: Sequence[Sequence[int]], *, max_tokens: int,
                sampling: SamplingParams = SamplingParams(), stop_tokens: Sequence[int] = (),
-               top_alternatives: int = 0, truncate: str | None = None) -> "Generation":
+               top_alternatives: int = 0, truncate: str | None = None,
+               thinking: ThinkingBudget | None = None) -> "Generation":
         """Start a generation; iterate it for :class:`TokenEvent` s as they are produced.
 
         Within a step, events come in row order; a row's last event carries its
@@ -189,7 +223,7 @@ class Engine:
         string found in the text).
         """
         prompts = self._check(prompts, max_tokens, truncate)
-        return Generation(self, prompts, max_tokens, sampling, stop_tokens, top_alternatives)
+        return Generation(self, prompts, max_tokens, sampling, stop_tokens, top_alternatives, thinking)
 
     # ------------------------------------------------------------------ checks
 
@@ -236,7 +270,8 @@ class Engine:
     @torch.inference_mode()
     def _steps(self, prompts: list[list[int]], max_tokens: int, sampling: SamplingParams,
                stop_tokens: Sequence[int], details: bool,
-               stopped: torch.Tensor | None = None) -> Iterator[_Step]:
+               stopped: torch.Tensor | None = None,
+               thinking: ThinkingBudget | None = None) -> Iterator[_Step]:
         """Prefill, then yield one :class:`_Step` per decode step until every row is done.
 
         ``stopped`` (B,) bool, on the device, may be set by the caller between steps to
@@ -269,6 +304,9 @@ class Engine:
 
         plain_greedy = sampling.greedy and sampling.repetition_penalty == 1.0
         no_hit = torch.zeros_like(done)
+        if thinking is not None:  # per row: inside a thinking segment, and its tokens so far
+            in_think = torch.tensor([thinking.inside(p) for p in prompts], device=self.device)
+            thought = torch.zeros(B, dtype=torch.long, device=self.device)
         for step in range(max(budgets)):
             if step > 0:
                 retired = [b for b in range(B) if budgets[b] <= step]
@@ -280,6 +318,11 @@ class Engine:
                 logits[:, self.vocab_limit:] = float("-inf")  # padding rows are not tokens
             filtered = logits if plain_greedy and not details else process_logits(logits, sampling, present)
             tokens = greedy(filtered) if sampling.greedy else sample_from_logits(filtered, generator)
+            if thinking is not None:
+                tokens = torch.where(in_think & (thought >= thinking.budget), thinking.end_think, tokens)
+                opened, closed = tokens == thinking.think, tokens == thinking.end_think
+                thought = torch.where(opened, 0, thought + (in_think & ~closed).long())
+                in_think = (in_think | opened) & ~closed
             hit = torch.isin(tokens, stop) & ~done & ~stopped if len(stop) else no_hit
             if present is not None:
                 present.scatter_(1, tokens[:, None], True)
@@ -400,7 +443,8 @@ class Generation:
     """
 
     def __init__(self, engine: Engine, prompts: list[list[int]], max_tokens: int,
-                 sampling: SamplingParams, stop_tokens: Sequence[int], top_alternatives: int):
+                 sampling: SamplingParams, stop_tokens: Sequence[int], top_alternatives: int,
+                 thinking: ThinkingBudget | None = None):
         if top_alternatives < 0:
             raise LanternError(f"top_alternatives={top_alternatives}: must be >= 0")
         self.engine, self.prompts = engine, prompts
@@ -410,7 +454,7 @@ class Generation:
         self.finished = [False] * len(prompts)
         self._stopped = torch.zeros(len(prompts), dtype=torch.bool, device=engine.device)
         self._steps = engine._steps(prompts, max_tokens, sampling, stop_tokens, details=True,
-                                    stopped=self._stopped)
+                                    stopped=self._stopped, thinking=thinking)
         self._events = self._run()
 
     def stop(self, row: int) -> None:

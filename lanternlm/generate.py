@@ -6,6 +6,8 @@ This is where text-level rules live:
   with the separator, so a base model sees a prompt the way it saw documents;
 - streamed text never contains half of a multi-byte character (the tokenizer's stream
   decoder holds incomplete bytes back);
+- **thinking budget**: :func:`thinking_budget` finds the thinking markers' ids in the
+  tokenizer for the engine, which forces the end of thinking once the budget is spent;
 - **stop strings**: text that could still turn into a stop string is held back; once one
   appears, the text is cut before it and the row stops (finish reason ``"stop"``).
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Sequence
 
-from .engine import Engine, TokenEvent
+from .engine import Engine, ThinkingBudget, TokenEvent
 from .errors import LanternError
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
@@ -67,6 +69,18 @@ def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
             if name in tokenizer.special_tokens]
 
 
+def thinking_budget(tokenizer: Tokenizer, budget: int | None) -> ThinkingBudget | None:
+    """The engine's cap on thinking segments (``<|think|>`` ... ``<|/think|>``), None = no cap.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>", "<|think|>", "<|/think|>"])
+    >>> thinking_budget(tok, 16)
+    ThinkingBudget(think=257, end_think=258, budget=16)
+    """
+    if budget is None:
+        return None
+    return ThinkingBudget(tokenizer.special_id("<|think|>"), tokenizer.special_id("<|/think|>"), budget)
+
+
 def held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters of ``text`` could be the start of a stop string.
 
@@ -112,18 +126,19 @@ class _RowText:
 def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], *,
                 max_tokens: int, sampling: SamplingParams = SamplingParams(),
                 stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None,
-                top_alternatives: int = 0, truncate: str | None = None) -> Iterator[TextPiece]:
+                top_alternatives: int = 0, truncate: str | None = None,
+                thinking: ThinkingBudget | None = None) -> Iterator[TextPiece]:
     """Generate for a batch of prompt ids, yielding :class:`TextPiece` s as text becomes final.
 
     ``stop_tokens`` defaults to :func:`default_stop_tokens`. Concatenating a row's pieces
-    gives its completion text.
+    gives its completion text. ``thinking`` caps thinking segments (:func:`thinking_budget`).
     """
     if any(not s for s in stop):
         raise LanternError("stop strings must be non-empty")
     stop_tokens = default_stop_tokens(tokenizer) if stop_tokens is None else list(stop_tokens)
     generation = engine.stream(prompts, max_tokens=max_tokens, sampling=sampling,
                                stop_tokens=stop_tokens, top_alternatives=top_alternatives,
-                               truncate=truncate)
+                               truncate=truncate, thinking=thinking)
     rows = [_RowText(tokenizer, stop) for _ in prompts]
     for event in generation:
         row = rows[event.row]
@@ -147,13 +162,14 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence
 def complete(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], *,
              max_tokens: int, sampling: SamplingParams = SamplingParams(),
              stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None,
-             truncate: str | None = None) -> list[TextCompletion]:
+             truncate: str | None = None, thinking: ThinkingBudget | None = None) -> list[TextCompletion]:
     """Like :func:`stream_text`, collected into one :class:`TextCompletion` per prompt."""
     texts: list[list[str]] = [[] for _ in prompts]
     tokens: list[list[int]] = [[] for _ in prompts]
     results: list[TextCompletion | None] = [None] * len(prompts)
     for piece in stream_text(engine, tokenizer, prompts, max_tokens=max_tokens, sampling=sampling,
-                             stop=stop, stop_tokens=stop_tokens, truncate=truncate):
+                             stop=stop, stop_tokens=stop_tokens, truncate=truncate,
+                             thinking=thinking):
         texts[piece.row].append(piece.text)
         if piece.event.finish_reason != "stop":  # a stop token is not part of the completion
             tokens[piece.row].append(piece.event.token)

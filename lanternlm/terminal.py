@@ -10,6 +10,11 @@ under the model's raw distribution and after the sampling filters, and marks the
 The chat is built on a small :class:`ChatFormat` interface, the plug for conversation
 templates: :class:`PlainCompletion` treats a base model's chat as one running text it
 continues; :class:`ChatTemplate` renders turns with :mod:`lanternlm.chat` for chat models.
+
+Thinking (chat models): ``--reasoning`` sets the level (the system turn's ``Reasoning:``
+line), ``--thinking-budget N`` makes the engine close a thinking segment after N tokens, and
+the thinking is hidden unless ``--show-thinking`` (:class:`ThinkingFilter` does the hiding,
+by token id, while the text streams).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from .engine import Engine, TokenEvent
 from .errors import LanternError
-from .generate import complete, default_stop_tokens, encode_prompt, stream_text
+from .generate import TextPiece, complete, default_stop_tokens, encode_prompt, stream_text, thinking_budget
 from .sampling import PRESETS, SamplingParams, preset
 from .tokenizer import Tokenizer
 
@@ -98,42 +103,105 @@ def probs_table(tokenizer: Tokenizer, event: TokenEvent, bar_width: int = 20) ->
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- thinking display
+
+
+class ThinkingFilter:
+    """What to show of a streamed assistant turn: thinking hidden, or shown set apart.
+
+    Decides by token id (the ``<|think|>`` and ``<|/think|>`` markers), so text that
+    merely looks like a marker changes nothing. Shown thinking is bracketed by
+    ``[thinking]`` and ``[/thinking]`` lines.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>", "<|think|>", "<|/think|>"])
+    >>> pieces = [(257, "<|think|>"), (104, "h"), (258, "<|/think|>"), (111, "ok")]
+    >>> "".join(ThinkingFilter(tok, show=False).text(t, s) for t, s in pieces)
+    'ok'
+    >>> "".join(ThinkingFilter(tok, show=True).text(t, s) for t, s in pieces)
+    '[thinking] h [/thinking]\nok'
+    """
+
+    def __init__(self, tokenizer: Tokenizer, show: bool, inside: bool = False) -> None:
+        self.think, self.end_think = (tokenizer.special_tokens.get("<|think|>"),
+                                      tokenizer.special_tokens.get("<|/think|>"))
+        self.show, self.inside = show, inside
+
+    def text(self, token: int, text: str) -> str:
+        """The part of ``text`` (decoded after ``token``) to show."""
+        if token == self.think:
+            self.inside = True
+            return "[thinking] " if self.show else ""
+        if token == self.end_think:
+            self.inside = False
+            return " [/thinking]\n" if self.show else ""
+        return text if self.show or not self.inside else ""
+
+    def piece(self, piece: TextPiece) -> str:
+        return self.text(piece.event.token, piece.text)
+
+
 # --------------------------------------------------------------------------- lantern generate
 
 
 def generate_command(run: str, prompt: str, *, sampling: SamplingParams, max_tokens: int = 200,
                      stop: Sequence[str] = (), num: int = 1, show_probs: bool = False,
                      top: int = 5, truncate: str | None = None, bos: bool = True,
+                     reasoning: str | None = None, system: str | None = None,
+                     thinking_budget_tokens: int | None = None, show_thinking: bool = False,
                      device: str | None = None, dtype: str | None = None,
                      out: TextIO | None = None) -> int:
-    """``lantern generate``: print the prompt and its completion(s) as they are generated."""
+    """``lantern generate``: print the prompt and its completion(s) as they are generated.
+
+    With ``reasoning`` (chat models) the prompt is the user's message of a one-turn chat
+    (``system`` before it), the reply stops at ``<|end|>`` and its thinking is hidden
+    unless ``show_thinking``; ``thinking_budget_tokens`` caps the thinking.
+    """
     out = out or sys.stdout
     if num < 1:
         raise LanternError(f"--num {num}: must be >= 1")
     if show_probs and num != 1:
         raise LanternError("--show-probs shows one generation step by step: use it with --num 1")
+    if reasoning is None and (system is not None or show_thinking):
+        raise LanternError("--system and --show-thinking need --reasoning (a chat model's turn)")
     engine, tokenizer = load_engine(run, device, dtype)
-    ids = encode_prompt(tokenizer, prompt, bos)
+    budget = thinking_budget(tokenizer, thinking_budget_tokens)
+    if reasoning is not None:
+        from .chat import render_for_generation
+
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = render_for_generation(messages, tokenizer, reasoning)
+        shown = ThinkingFilter(tokenizer, show_thinking)
+        head = f"user: {prompt}\nassistant: "
+    else:
+        ids = encode_prompt(tokenizer, prompt, bos)
+        shown, head = None, prompt
     if num > 1:
         results = complete(engine, tokenizer, [ids] * num, max_tokens=max_tokens,
-                           sampling=sampling, stop=stop, truncate=truncate)
+                           sampling=sampling, stop=stop, truncate=truncate, thinking=budget)
         for i, result in enumerate(results):
-            out.write(f"── sample {i + 1} of {num} ({result.finish_reason}) ──\n{prompt}{result.text}\n")
+            text = result.text
+            if shown is not None:
+                from .chat import parse_assistant
+
+                thinking, answer = parse_assistant(text)
+                text = f"[thinking] {thinking} [/thinking]\n{answer}" if show_thinking and thinking else answer
+            out.write(f"── sample {i + 1} of {num} ({result.finish_reason}) ──\n{head}{text}\n")
         return 0
     pieces = stream_text(engine, tokenizer, [ids], max_tokens=max_tokens, sampling=sampling,
-                         stop=stop, top_alternatives=top if show_probs else 0, truncate=truncate)
+                         stop=stop, top_alternatives=top if show_probs else 0, truncate=truncate,
+                         thinking=budget)
     text = []
     if not show_probs:
-        out.write(prompt)
+        out.write(head)
     for piece in pieces:
         text.append(piece.text)
         if show_probs:
             out.write(probs_table(tokenizer, piece.event))
         else:
-            out.write(piece.text)
+            out.write(shown.piece(piece) if shown is not None else piece.text)
             out.flush()
     if show_probs:
-        out.write(f"\n{prompt}{''.join(text)}")
+        out.write(f"\n{head}{''.join(text)}")
     out.write("\n")
     return 0
 
@@ -197,8 +265,9 @@ class ChatTemplate:
 
     name = "chat"
 
-    def __init__(self, system: str | None = None):
+    def __init__(self, system: str | None = None, reasoning: str | None = None):
         self.system = system
+        self.reasoning = reasoning  # None: the system message's Reasoning line, else medium
 
     def messages(self, history: list[dict], user: str) -> list[dict]:
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -207,7 +276,7 @@ class ChatTemplate:
     def prompt_ids(self, tokenizer: Tokenizer, history: list[dict], user: str) -> list[int]:
         from .chat import render_for_generation
 
-        return render_for_generation(self.messages(history, user), tokenizer)
+        return render_for_generation(self.messages(history, user), tokenizer, self.reasoning)
 
     def stop_tokens(self, tokenizer: Tokenizer) -> list[int]:
         return default_stop_tokens(tokenizer)
@@ -227,6 +296,9 @@ CHAT_HELP = """commands:
   /temp X              temperature (0 = greedy)
   /top_k N, /top_p X, /min_p X, /penalty X, /seed N   sampling settings
   /max_tokens N        longest reply
+  /reasoning LEVEL     none, low, medium or high (--format chat)
+  /budget N            thinking budget in tokens (none = no limit)
+  /thinking on|off     show or hide the thinking
   /preset NAME         one of: {presets}
   /settings            show the current settings
   /help                this text
@@ -244,6 +316,8 @@ class ChatSession:
     sampling: SamplingParams
     max_tokens: int = 200
     history: list[dict] = dataclasses.field(default_factory=list)
+    thinking_budget: int | None = None
+    show_thinking: bool = False
 
     SETTINGS = {"/temp": ("temperature", float), "/top_k": ("top_k", int), "/top_p": ("top_p", float),
                 "/min_p": ("min_p", float), "/penalty": ("repetition_penalty", float),
@@ -251,9 +325,13 @@ class ChatSession:
 
     def settings(self) -> str:
         s = self.sampling
+        thinking = ""
+        if isinstance(self.format, ChatTemplate):
+            thinking = (f" reasoning={self.format.reasoning or 'default'} thinking_budget={self.thinking_budget}"
+                        f" show_thinking={'on' if self.show_thinking else 'off'}")
         return (f"format={self.format.name} temperature={s.temperature} top_k={s.top_k} "
                 f"top_p={s.top_p} min_p={s.min_p} repetition_penalty={s.repetition_penalty} "
-                f"seed={s.seed} max_tokens={self.max_tokens}")
+                f"seed={s.seed} max_tokens={self.max_tokens}{thinking}")
 
     def command(self, line: str) -> str | None:
         """Apply a command; return the text to show, or None to quit."""
@@ -277,6 +355,8 @@ class ChatSession:
                     raise ValueError
                 self.max_tokens = int(value)
                 return self.settings()
+            if name in ("/reasoning", "/budget", "/thinking"):
+                return self.thinking_command(name, value)
             if name in self.SETTINGS:
                 field, convert = self.SETTINGS[name]
                 self.sampling = self.sampling.replace(**{field: convert(value)})
@@ -286,16 +366,45 @@ class ChatSession:
             return f"{name}: {detail}"
         return f"unknown command {name}; /help lists them"
 
+    def thinking_command(self, name: str, value: str) -> str:
+        """``/reasoning LEVEL``, ``/budget N|none``, ``/thinking on|off`` (chat format only)."""
+        from .chat import REASONING_LEVELS
+
+        if not isinstance(self.format, ChatTemplate):
+            return f"{name}: thinking needs a chat model (--format chat)"
+        if name == "/reasoning":
+            if value not in REASONING_LEVELS:
+                return f"{name}: choose one of {', '.join(REASONING_LEVELS)}"
+            self.format.reasoning = value
+        elif name == "/budget":
+            if value.lower() == "none":
+                self.thinking_budget = None
+            elif value.isdigit():
+                self.thinking_budget = int(value)
+            else:
+                return f"{name}: {value!r} is not a number of tokens (or none)"
+        else:
+            if value not in ("on", "off"):
+                return f"{name}: say on or off"
+            self.show_thinking = value == "on"
+        return self.settings()
+
     def reply(self, user: str, out: TextIO) -> str:
-        """Generate the reply to ``user``, streaming it to ``out``; remember the exchange."""
+        """Generate the reply to ``user``, streaming it to ``out``; remember the exchange.
+
+        Chat models' thinking is shown only with ``show_thinking`` (the history never keeps it).
+        """
         ids = self.format.prompt_ids(self.tokenizer, self.history, user)
+        chat = isinstance(self.format, ChatTemplate)
+        shown = ThinkingFilter(self.tokenizer, self.show_thinking) if chat else None
         text = []
         for piece in stream_text(self.engine, self.tokenizer, [ids], max_tokens=self.max_tokens,
                                  sampling=self.sampling,
                                  stop_tokens=self.format.stop_tokens(self.tokenizer),
-                                 truncate="left"):
+                                 truncate="left",
+                                 thinking=thinking_budget(self.tokenizer, self.thinking_budget) if chat else None):
             text.append(piece.text)
-            out.write(piece.text)
+            out.write(shown.piece(piece) if shown is not None else piece.text)
             out.flush()
         reply = "".join(text)
         self.format.remember(self.history, user, reply)
@@ -330,16 +439,23 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
 
 
 def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
-                 format: str = "plain", system: str | None = None, device: str | None = None,
-                 dtype: str | None = None, lines: TextIO | None = None, out: TextIO | None = None) -> int:
+                 format: str = "plain", system: str | None = None, reasoning: str | None = None,
+                 thinking_budget_tokens: int | None = None, show_thinking: bool = False,
+                 device: str | None = None, dtype: str | None = None, lines: TextIO | None = None,
+                 out: TextIO | None = None) -> int:
     """``lantern chat``: an interactive chat with a run's model on the terminal (stdin/stdout
     unless other streams are given)."""
     if format not in CHAT_FORMATS:
         raise LanternError(f"--format {format!r}: choose one of {', '.join(CHAT_FORMATS)}")
-    if system is not None and format != "chat":
-        raise LanternError("--system needs --format chat (a base model has no system turn)")
+    if format != "chat" and (system is not None or reasoning is not None
+                             or thinking_budget_tokens is not None or show_thinking):
+        raise LanternError("--system, --reasoning, --thinking-budget and --show-thinking need "
+                           "--format chat (a base model has no turns and no thinking)")
+    if thinking_budget_tokens is not None and thinking_budget_tokens < 0:
+        raise LanternError(f"--thinking-budget {thinking_budget_tokens}: must be >= 0 tokens")
     engine, tokenizer = load_engine(run, device, dtype)
-    fmt = ChatTemplate(system) if format == "chat" else PlainCompletion()
-    chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens), lines or sys.stdin,
-              out or sys.stdout)
+    fmt = ChatTemplate(system, reasoning) if format == "chat" else PlainCompletion()
+    chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens,
+                          thinking_budget=thinking_budget_tokens, show_thinking=show_thinking),
+              lines or sys.stdin, out or sys.stdout)
     return 0

@@ -1,0 +1,296 @@
+"""``lantern eval``: a chat model's accuracy per task x reasoning level, and what SFT cost.
+
+For each task and each level (``none`` = no thinking, ``low``, ``medium``, ``high``):
+
+1. ``n`` held-out examples (the task's ``test`` split, never trained on) become prompts
+   with :func:`lanternlm.chat.render_for_generation` (the level in the system line);
+2. the one :class:`~lanternlm.engine.Engine` answers them in batches, greedily
+   (temperature 0), stopping at ``<|end|>``, optionally with a thinking budget;
+3. each completion is split into thinking and answer (:func:`split_completion`, on ids)
+   and scored by the task's own :meth:`~lanternlm.tasks.base.Task.evaluate`.
+
+The table reports correct / examples, accuracy, the mean thinking length in tokens and how
+many answers never reached ``<|end|>``. Beside it, **bits per byte** on the validation shards
+of the pretraining run at the root of the run's lineage (``config.json``'s ``base`` links),
+for the model and for that base model: the difference is what fine-tuning cost on ordinary
+text. Results go to ``RUN/eval.json`` and a chart ``RUN/eval.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .chat import REASONING_LEVELS, ChatTokens, render_for_generation
+from .config import atomic_write_text
+from .errors import LanternError
+from .log import logger, progress
+
+EVAL_FILE = "eval.json"
+
+
+def split_completion(ids: Sequence[int], tokens: ChatTokens, level: str) -> tuple[list[int], list[int]]:
+    """A generated assistant turn as ``(thinking ids, answer ids)``, markers removed.
+
+    At level ``none`` the prompt already closed the thinking segment, so everything is
+    answer. Generation stops at ``<|end|>``, which is not part of ``ids``; a segment never
+    closed is all thinking.
+
+    >>> t = ChatTokens(bos=0, system=1, user=2, assistant=3, end=4, think=5, end_think=6)
+    >>> split_completion([5, 10, 11, 6, 12], t, "high")
+    ([10, 11], [12])
+    >>> split_completion([12, 13], t, "none")
+    ([], [12, 13])
+    >>> split_completion([5, 10, 11], t, "low")
+    ([10, 11], [])
+    """
+    ids = list(ids)
+    if tokens.end in ids:
+        ids = ids[:ids.index(tokens.end)]
+    if level == "none":
+        return [], ids
+    if tokens.end_think in ids:
+        k = ids.index(tokens.end_think)
+        thinking, answer = ids[:k], ids[k + 1:]
+    elif tokens.think in ids:
+        thinking, answer = ids, []
+    else:
+        thinking, answer = [], ids
+    return [t for t in thinking if t != tokens.think], answer
+
+
+def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str] = REASONING_LEVELS,
+                   n: int = 100, *, seed: int = 0, max_tokens: int = 320, batch_size: int = 32,
+                   thinking_budget: int | None = None, keep_examples: int = 2) -> list[dict[str, Any]]:
+    """Accuracy of ``engine`` on ``n`` held-out examples per task, at each level.
+
+    Returns one row per (task, level): ``task, level, examples, correct, accuracy,
+    mean_thinking_tokens, unfinished`` and a few ``samples`` (question, thinking, answer,
+    correct) to look at.
+    """
+    from .generate import thinking_budget as budget_for
+    from .sampling import SamplingParams
+    from .tasks import get_task
+
+    bad = [level for level in levels if level not in REASONING_LEVELS]
+    if bad or not levels:
+        raise LanternError(f"--levels {','.join(levels)}: choose some of {','.join(REASONING_LEVELS)}")
+    if n < 1 or batch_size < 1 or max_tokens < 1:
+        raise LanternError(f"n={n}, batch_size={batch_size}, max_tokens={max_tokens}: each must be >= 1")
+    chat = ChatTokens.of(tokenizer)
+    budget = budget_for(tokenizer, thinking_budget)
+    rows = []
+    bar = progress(total=len(tasks) * len(levels) * n, desc="eval", unit="answer")
+    for task in map(get_task, tasks):
+        examples = task.generate(n, seed, split="test")
+        for level in levels:
+            prompts = [render_for_generation(task.to_conversation(ex, level)[:-1], tokenizer, level)
+                       for ex in examples]
+            correct = unfinished = thought = 0
+            samples = []
+            for start in range(0, len(prompts), batch_size):
+                batch = prompts[start:start + batch_size]
+                completions = engine.generate(batch, max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0),
+                                              stop_tokens=[chat.end], truncate="left", thinking=budget)
+                for ex, c in zip(examples[start:start + batch_size], completions):
+                    thinking, answer = split_completion(c.tokens, chat, level)
+                    text = tokenizer.decode(answer).strip()
+                    ok = task.evaluate(ex, text)
+                    correct += ok
+                    unfinished += c.finish_reason != "stop"
+                    thought += len(thinking)
+                    if len(samples) < keep_examples:
+                        samples.append({"question": ex.question, "thinking": tokenizer.decode(thinking).strip(),
+                                        "answer": text, "expected": ex.answer, "correct": bool(ok)})
+                bar.update(len(batch))
+            rows.append({"task": task.name, "level": level, "examples": len(examples), "correct": correct,
+                         "accuracy": correct / len(examples), "mean_thinking_tokens": thought / len(examples),
+                         "unfinished": unfinished, "samples": samples})
+    bar.close()
+    return rows
+
+
+# --------------------------------------------------------------------------- bits per byte
+
+
+def pretraining_root(run: str | os.PathLike) -> Path | None:
+    """The pretraining run at the root of ``run``'s lineage (following ``config.json``'s
+    ``base``), or None when a link is missing (e.g. a model imported without a config)."""
+    run, seen = Path(run), set()
+    while run.resolve() not in seen:
+        seen.add(run.resolve())
+        path = run / "config.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "base" not in data:
+            return run if data.get("config", {}).get("data") else None
+        run = Path(data["base"])
+    raise LanternError(f"{run}: the runs' 'base' links form a loop")
+
+
+@torch.no_grad()
+def validation_bpb(models: dict[str, Any], root: Path, tokens: int = 32768, batch_size: int = 8) -> dict[str, float]:
+    """Bits per byte of each model on the first ``tokens`` validation tokens of ``root``'s shards.
+
+    Windows are the base model's context (``root``'s ``model.json``), so every model is
+    scored on the same text as pretraining's own evaluation.
+    """
+    from .checkpoint import load_config
+    from .data.loader import eval_batches
+    from .data.shards import open_shards
+    from .train.distributed import DistInfo
+    from .train.pretrain import evaluate
+
+    data = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]["data"]
+    shards = open_shards(data)
+    tokenizer = shards.tokenizer()
+    block = load_config(root).block_size
+    result = {}
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        lengths = torch.zeros(model.config.vocab_size, dtype=torch.long)
+        lengths[:tokenizer.vocab_size] = torch.tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
+        batches = eval_batches(shards.split("val"), batch_size, block, tokens, device=device)
+        result[name] = evaluate(model, batches, lengths.to(device), nullcontext(), DistInfo(0, 0, 1, device))["bpb"]
+    return result
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def evaluate_run(run: str | os.PathLike, tasks: Sequence[str] | None = None,
+                 levels: Sequence[str] = REASONING_LEVELS, n: int = 100, *, seed: int = 0,
+                 max_tokens: int = 320, batch_size: int = 32, thinking_budget: int | None = None,
+                 bpb_tokens: int = 32768, device: str | None = None, write: bool = True) -> dict[str, Any]:
+    """Evaluate a chat run: task table, bits per byte; writes ``eval.json`` and ``eval.png``.
+
+    ``tasks`` defaults to the ones the run was fine-tuned on (else all built-in tasks).
+    """
+    from .checkpoint import load_model
+    from .inspect.thinking import chat_stage
+    from .tasks import TASKS
+    from .terminal import load_engine
+
+    run = Path(run)
+    config_path = run / "config.json"
+    stage = chat_stage(run)
+    if stage is None:
+        logger.warning(f"{run}: not marked as a chat model (no \"stage\" in config.json); a base model "
+                       f"has never seen the chat format, so expect accuracy near 0")
+    if tasks is None:
+        trained = json.loads(config_path.read_text(encoding="utf-8")).get("config", {}).get("tasks") \
+            if config_path.is_file() else None
+        tasks = list(trained) if trained else list(TASKS)
+    engine, tokenizer = load_engine(str(run), device=device)
+    rows = evaluate_tasks(engine, tokenizer, tasks, levels, n, seed=seed, max_tokens=max_tokens,
+                          batch_size=batch_size, thinking_budget=thinking_budget)
+    result: dict[str, Any] = {"run": str(run), "stage": stage, "n": n, "seed": seed, "max_tokens": max_tokens,
+                              "thinking_budget": thinking_budget, "rows": rows}
+    root = pretraining_root(run)
+    if root is None or bpb_tokens <= 0:
+        logger.info("bits per byte skipped: no pretraining run with shards in this run's lineage")
+    else:
+        try:
+            models = {"model": engine.model}
+            if root.resolve() != run.resolve():
+                models["base"] = load_model(root, device=engine.device)
+            result.update({"bpb": None, "base_bpb": None, "bpb_data": str(root)})
+            scores = validation_bpb(models, root, tokens=bpb_tokens)
+            result["bpb"], result["base_bpb"] = scores["model"], scores.get("base")
+        except LanternError as err:  # the shards moved or changed: the table still stands
+            logger.warning(f"bits per byte skipped: {err}")
+    if write:
+        atomic_write_text(run / EVAL_FILE, json.dumps(result, indent=2) + "\n")
+        plot_eval(result, run / "eval.png")
+        logger.info(f"wrote {run / EVAL_FILE} and {run / 'eval.png'}")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The evaluation as a text table (what ``lantern eval`` prints), bits per byte below."""
+    lines = [f"{'task':<11} {'level':<7} {'correct':>9} {'accuracy':>8} {'thinking':>9} {'unfinished':>10}"]
+    for r in result["rows"]:
+        lines.append(f"{r['task']:<11} {r['level']:<7} {str(r['correct']) + '/' + str(r['examples']):>9} "
+                     f"{r['accuracy']:>8.1%} {r['mean_thinking_tokens']:>9.1f} {r['unfinished']:>10}")
+    if result.get("bpb") is not None:
+        line = f"bits per byte on the base validation set: {result['bpb']:.4f}"
+        if result.get("base_bpb") is not None:
+            line += f" (base model {result['base_bpb']:.4f}, {result['bpb'] - result['base_bpb']:+.4f} from fine-tuning)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The task x level accuracies as a Markdown table (one row per task, counts included)."""
+    levels = list(dict.fromkeys(r["level"] for r in result["rows"]))
+    tasks = list(dict.fromkeys(r["task"] for r in result["rows"]))
+    cell = {(r["task"], r["level"]): r for r in result["rows"]}
+    lines = ["| task | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
+    for task in tasks:
+        lines.append(f"| {task} | " + " | ".join(
+            f"{cell[task, lv]['accuracy']:.0%} ({cell[task, lv]['correct']}/{cell[task, lv]['examples']}, "
+            f"{cell[task, lv]['mean_thinking_tokens']:.0f} tok)" if (task, lv) in cell else "-" for lv in levels) + " |")
+    return "\n".join(lines)
+
+
+def plot_eval(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Grouped bars: accuracy per task, one bar per reasoning level."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = list(dict.fromkeys(r["level"] for r in result["rows"]))
+    tasks = list(dict.fromkeys(r["task"] for r in result["rows"]))
+    acc = {(r["task"], r["level"]): r["accuracy"] for r in result["rows"]}
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    width = 0.8 / max(1, len(levels))
+    for k, level in enumerate(levels):
+        xs = [i + (k - (len(levels) - 1) / 2) * width for i in range(len(tasks))]
+        ax.bar(xs, [acc.get((t, level), 0.0) for t in tasks], width, label=level)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"accuracy (held-out, n={result['n']})")
+    ax.set_title("accuracy per task and reasoning level")
+    ax.legend(title="reasoning")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
+                    levels: Sequence[str] = ("none", "high"), system: str | None = None,
+                    max_tokens: int = 320, thinking_budget: int | None = None,
+                    show_thinking: bool = True, device: str | None = None) -> str:
+    """A short chat transcript: each question answered greedily at each level.
+
+    What the quickstart prints at its end; thinking shown in ``[thinking] ...`` lines.
+    """
+    from .generate import thinking_budget as budget_for
+    from .sampling import SamplingParams
+    from .terminal import load_engine
+
+    engine, tokenizer = load_engine(str(run), device=device)
+    chat = ChatTokens.of(tokenizer)
+    budget = budget_for(tokenizer, thinking_budget)
+    lines = []
+    for question in questions:
+        lines.append(f"user: {question}")
+        for level in levels:
+            messages = ([{"role": "system", "content": system}] if system else []) + \
+                       [{"role": "user", "content": question}]
+            prompt = render_for_generation(messages, tokenizer, level)
+            out = engine.generate([prompt], max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0),
+                                  stop_tokens=[chat.end], truncate="left", thinking=budget)[0]
+            thinking, answer = split_completion(out.tokens, chat, level)
+            if show_thinking and thinking:
+                lines += [f"  [thinking, {level}] {line}" for line in tokenizer.decode(thinking).strip().splitlines()]
+            lines.append(f"assistant ({level}): {tokenizer.decode(answer).strip()}")
+        lines.append("")
+    return "\n".join(lines)
