@@ -1,0 +1,174 @@
+"""Supervised fine-tuning: masked loss, padding isolation, inheritance, marker, resume, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from lanternlm.chat import render
+from lanternlm.cli import main
+from lanternlm.errors import LanternError
+from lanternlm.inspect.thinking import chat_stage
+from lanternlm.model import GPT, GPTConfig
+from lanternlm.tasks import TASKS
+from lanternlm.train.sft import Batches, bucketed_batches, collate, sft
+
+from sft_helpers import make_base, small_sft, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base(tokenizer, tmp_path_factory):
+    return make_base(tokenizer, tmp_path_factory.mktemp("sft"))
+
+
+def conversations(tokenizer, n=5):
+    out = []
+    for i, name in enumerate(["letters", "arithmetic", "reverse", "glue", "letters"][:n]):
+        example = TASKS[name].generate(1, seed=i)[0]
+        out.append(render(TASKS[name].to_conversation(example, ["none", "low", "high", "medium", "high"][i]), tokenizer))
+    return out
+
+
+def test_loss_is_cross_entropy_over_masked_in_tokens_only(tokenizer):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=16))
+    items = conversations(tokenizer)
+    x, y = collate(items, pad_id=tokenizer.special_id("<|pad|>"))
+    loss = model(x, y).loss
+    logits = model(x).logits
+    manual, count = 0.0, 0
+    for b, item in enumerate(items):
+        for t in range(len(item.ids) - 1):
+            if item.mask[t + 1]:  # the token at t+1 is trained: predicted from position t
+                manual += F.cross_entropy(logits[b, t], torch.tensor(item.ids[t + 1])).item()
+                count += 1
+    assert count == sum(sum(item.mask[1:]) for item in items) > 0
+    assert loss.item() == pytest.approx(manual / count, rel=1e-5)
+
+
+def test_a_padded_row_computes_exactly_the_conversation_alone(tokenizer):
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=512, n_layer=2, n_head=2, n_embd=16,
+                          pos_encoding="rope", norm="rmsnorm", mlp="swiglu", tie_embeddings=False)).eval()
+    items = conversations(tokenizer)
+    x, _ = collate(items, pad_id=tokenizer.special_id("<|pad|>"))
+    together = model(x).logits
+    assert len({len(item.ids) for item in items}) > 1  # rows really are padded
+    for b, item in enumerate(items):
+        alone = model(torch.tensor([item.ids[:-1]])).logits[0]
+        torch.testing.assert_close(together[b, :len(item.ids) - 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_bucketed_batches_cover_every_example_once_with_similar_lengths():
+    lengths = [(i * 37) % 101 for i in range(200)]
+    batches = bucketed_batches(lengths, batch_size=8, seed=5, window=25)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    assert bucketed_batches(lengths, 8, seed=5, window=25) == batches
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 10  # random batches would spread over ~80
+
+
+def test_batches_resume_in_the_same_order(tokenizer):
+    items = conversations(tokenizer) * 3
+    first = Batches(items, batch_size=4, seed=0, pad_id=0)
+    seen = [next(first)[0].tolist() for _ in range(5)]  # crosses an epoch (15 items = 4 batches)
+    again = Batches(items, batch_size=4, seed=0, pad_id=0)
+    [next(again) for _ in range(2)]
+    resumed = Batches(items, batch_size=4, seed=0, pad_id=0)
+    resumed.load_state_dict(again.state_dict())
+    assert [next(resumed)[0].tolist() for _ in range(3)] == seen[2:]
+
+
+def test_sft_inherits_logs_marks_the_chat_model_and_trains(base, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lanternlm")
+    run = tmp_path / "chat"
+    summary = sft(small_sft(base, beta1=0.8), run,
+                  sources={"beta1": "cli", "block_size": "cli", "base": "cli"})
+    assert summary["steps"] == 3
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["stage"] == "sft" and saved["base"] == str(base) and chat_stage(run) == "sft"
+    # beta2 / weight decay come from the base's config.json, beta1 is overridden
+    assert saved["config"]["beta2"] == 0.99 and saved["sources"]["beta2"] == "base"
+    assert saved["config"]["weight_decay"] == 0.05 and saved["sources"]["weight_decay"] == "base"
+    assert saved["config"]["beta1"] == 0.8 and saved["sources"]["beta1"] == "cli"
+    assert saved["model"]["block_size"] == 512
+    log = caplog.text
+    assert "inherited from base: model (n_layer=1" in log and "beta2=0.99" in log
+    assert "overridden: block_size=512 (base 64; cli), beta1=0.8 (cli)" in log
+    for name in ("model.safetensors", "model.json", "tokenizer.json", "metrics.jsonl", "loss.png"):
+        assert (run / name).exists(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3] and "val_loss" in records[-1]
+    assert 0 <= records[0]["pad_fraction"] < 1
+    # the weights changed from the base's
+    before, after = load_file(base / "model.safetensors"), load_file(run / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_continues_exactly(base, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    sft(small_sft(base, max_steps=4, checkpoint_every=2), whole)
+    sft(small_sft(base, max_steps=2, checkpoint_every=2), parts)
+    with pytest.raises(LanternError, match="already holds a training run"):
+        sft(small_sft(base, max_steps=4, checkpoint_every=2), parts)
+    with pytest.raises(LanternError, match="cannot resume with a different setup: lr"):
+        sft(small_sft(base, max_steps=4, checkpoint_every=2, lr=0.5), parts, resume=True)
+    sft(small_sft(base, max_steps=4, checkpoint_every=2), parts, resume=True)
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    loss = lambda run: [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert loss(whole) == loss(parts)
+
+
+def test_chat_jsonl_data_and_too_long_conversations(base, tokenizer, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    long_answer = "word " * 400
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello there"}]}) + "\n"
+                    + json.dumps({"messages": [{"role": "user", "content": "essay"},
+                                               {"role": "assistant", "content": long_answer}]}) + "\n")
+    with pytest.raises(LanternError, match=r"chat.jsonl: conversation 2: \d+ tokens do not fit"):
+        sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, too_long="error"), tmp_path / "a")
+    sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1), tmp_path / "b")
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0}
+
+
+def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
+    with pytest.raises(LanternError, match="not a run directory"):
+        sft(small_sft(tmp_path / "missing"), tmp_path / "x")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [{"role": "bot"\n')
+    with pytest.raises(LanternError, match=r"bad.jsonl:2: invalid JSON"):
+        sft(small_sft(base, data=[str(bad)]), tmp_path / "y")
+    with pytest.raises(LanternError, match="unknown task 'sudoku'"):
+        sft(small_sft(base, tasks=["sudoku"]), tmp_path / "z")
+    with pytest.raises(LanternError, match="levels"):
+        sft(small_sft(base, levels=["extreme"]), tmp_path / "z")
+    with pytest.raises(LanternError, match="is the base run itself"):
+        sft(small_sft(base), base)
+    learned = make_base(tokenizer, tmp_path / "gpt2", pos_encoding="learned")
+    with pytest.raises(LanternError, match="learned positions"):
+        sft(small_sft(learned, block_size=256), tmp_path / "w")
+
+
+def test_cli_sft_records_sources(base, tmp_path):
+    run = tmp_path / "cli"
+    assert main(["-q", "sft", "--base", str(base), "--out", str(run), "--examples-per-task", "4",
+                 "--val-per-task", "1", "--block-size", "512", "--batch-size", "4", "--max-steps", "1",
+                 "--max-minutes", "none", "--tasks", "letters,reverse", "--lr", "0.002"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["sources"]["lr"] == "cli" and saved["sources"]["warmup_steps"] == "preset:tiny"
+    assert saved["sources"]["beta2"] == "base" and saved["config"]["tasks"] == ["letters", "reverse"]
+    assert main(["sft", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
