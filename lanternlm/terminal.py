@@ -114,11 +114,13 @@ class ThinkingFilter:
     ``[thinking]`` and ``[/thinking]`` lines.
 
     >>> tok = Tokenizer([], special_tokens=["<|endoftext|>", "<|think|>", "<|/think|>"])
-    >>> pieces = [(257, "<|think|>"), (104, "h"), (258, "<|/think|>"), (111, "ok")]
-    >>> "".join(ThinkingFilter(tok, show=False).text(t, s) for t, s in pieces)
+    >>> think, end = tok.special_id("<|think|>"), tok.special_id("<|/think|>")
+    >>> pieces = [(think, "<|think|>"), (104, "h"), (end, "<|/think|>"), (111, "ok")]
+    >>> hidden, shown = ThinkingFilter(tok, show=False), ThinkingFilter(tok, show=True)
+    >>> "".join(hidden.text(t, s) for t, s in pieces)
     'ok'
-    >>> "".join(ThinkingFilter(tok, show=True).text(t, s) for t, s in pieces)
-    '[thinking] h [/thinking]\nok'
+    >>> "".join(shown.text(t, s) for t, s in pieces)
+    '[thinking] h [/thinking]\\nok'
     """
 
     def __init__(self, tokenizer: Tokenizer, show: bool, inside: bool = False) -> None:
