@@ -6,7 +6,9 @@
 2. **pretrain** — train the ``tiny`` preset for a time budget
    (:func:`lanternlm.train.pretrain.pretrain`);
 3. **sample** — print a few continuations from the trained model
-   (:func:`lanternlm.train.sample.sample`, through the one inference engine).
+   (:func:`lanternlm.train.sample.sample`, through the one inference engine);
+4. **report** — a Markdown report with a picture of every glass-box view of the model
+   (:func:`lanternlm.inspect.report.write_report`).
 
 Everything lands in one directory (``runs/quickstart`` by default); a ``quickstart.json``
 there records what each step wrote. Each stage is also its own command
@@ -66,6 +68,7 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     """Run data → tokenizer → shards → pretraining → samples; return what was written where."""
     from .data.prepare import PrepareConfig, prepare
     from .train.pretrain import PRETRAIN_PRESETS, pretrain
+    from .inspect.report import write_report
     from .train.sample import sample
 
     if config.preset not in PRETRAIN_PRESETS:
@@ -82,14 +85,14 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
 
     record("started", at=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.perf_counter()
-    logger.info("[1/3] data: %s → tokenizer (vocab %d) → token shards", config.corpus, config.vocab_size)
+    logger.info("[1/4] data: %s → tokenizer (vocab %d) → token shards", config.corpus, config.vocab_size)
     shards = out / "data"
     manifest = prepare([config.corpus], shards, config=PrepareConfig(vocab_size=config.vocab_size))
     record("data", dir=str(shards), seconds=round(time.perf_counter() - t0, 1),
            train_tokens=manifest["splits"]["train"]["tokens"], val_tokens=manifest["splits"]["val"]["tokens"])
 
     t1 = time.perf_counter()
-    logger.info("[2/3] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
+    logger.info("[2/4] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
     run = out / "run"
     overrides: dict[str, Any] = {"data": str(shards), "max_minutes": config.minutes, "seed": config.seed}
     if config.max_steps:
@@ -100,9 +103,13 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     result = pretrain(train_cfg, run, sources=sources)
     record("pretrain", dir=str(run), seconds=round(time.perf_counter() - t1, 1), summary=result)
 
-    logger.info("[3/3] samples from %s", run)
+    logger.info("[3/4] samples from %s", run)
     texts = sample(run, config.prompt, num=config.samples, max_tokens=config.sample_tokens, seed=config.seed)
     record("samples", texts=texts)
+
+    logger.info("[4/4] report: every glass-box view of the model")
+    report = write_report(run, out / "report", prompt=config.prompt)
+    record("report", path=str(report))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     record("done", seconds=summary["seconds"])
     return summary
@@ -122,5 +129,10 @@ def describe(summary: dict[str, Any]) -> str:
                              for k, v in pre.items() if k in ("steps", "val_loss", "bpb")))
     for name in ("loss.png", "metrics.jsonl", "model.safetensors", "tokenizer.json"):
         lines.append(f"    {name}")
-    lines.append("next: lantern generate RUN \"prompt\" --show-probs · lantern chat RUN · lantern info RUN")
+    lines.append(f"  report        {steps['report']['path']}  (tokens, embeddings, attention, next token, "
+                 f"the loop, loss, memory)")
+    run = steps["pretrain"]["dir"]
+    lines += ["next:", f"  lantern generate {run} \"{summary['config']['prompt']}\" --show-probs",
+              f"  lantern chat {run}", f"  lantern inspect attention {run} \"The king is dead\" --query dead",
+              f"  lantern info {run}"]
     return "\n".join(lines)

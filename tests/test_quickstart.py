@@ -36,7 +36,9 @@ def test_quickstart_runs_every_stage(tmp_path, corpus, capsys):
     printed = capsys.readouterr().out
     assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed
     summary = json.loads((out / "quickstart.json").read_text())
-    assert set(summary["steps"]) >= {"data", "pretrain", "samples", "done"}
+    assert set(summary["steps"]) >= {"data", "pretrain", "samples", "report", "done"}
+    report = out / "report" / "report.md"
+    assert report.exists() and "![attention]" in report.read_text()
     assert summary["steps"]["pretrain"]["summary"]["steps"] == 12
     for name in ("model.safetensors", "model.json", "tokenizer.json", "config.json", "metrics.jsonl", "loss.png"):
         assert (out / "run" / name).exists(), name

@@ -98,8 +98,8 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     # width 128 and context 128 so that even a busy CPU takes ~1,000 steps in the budget.
     "tiny": PretrainConfig(model="tiny", n_layer=4, n_head=4, n_embd=128, block_size=128,
                            batch_size=8, max_steps=20000, max_minutes=5.0, lr=2e-3, warmup_steps=50,
-                           min_lr_ratio=0.1, beta2=0.99, weight_decay=0.1, eval_every=200,
-                           eval_tokens=32768, log_every=10, checkpoint_every=500),
+                           min_lr_ratio=0.1, beta2=0.99, weight_decay=0.1, eval_every=100,
+                           eval_tokens=32768, log_every=1, checkpoint_every=500),
     # One GPU: nanoGPT's GPT-2 (124M) recipe, ~0.5M tokens per step, 10B tokens.
     "gpt2-124m": PretrainConfig(model="gpt2-124m", block_size=1024, batch_size=32, grad_accum=16,
                                 max_steps=19073, lr=6e-4, min_lr_ratio=0.1, warmup_steps=715,
