@@ -7,7 +7,8 @@ new tokens per second, median of ``--runs`` runs after one warm-up. Our weights 
 the two fp32 runs are compared as a correctness check.
 
 CPU (default): a 4-layer 128-wide GPT-2 and GPT-2 124M, batch 1 and 16, ours in fp32 and
-bf16 against HF in fp32 and bf16. ``--gpu``: the ``gpt2-124m`` preset in bf16 on CUDA,
+bf16 against HF in fp32 and bf16, and ours with int8 weights (``Engine(int8=True)``)
+against both. ``--gpu``: the ``gpt2-124m`` preset in bf16 on CUDA,
 batch 1 and 64, ours with CUDA graphs over a static KV cache vs HF ``generate()``.
 
     python bench/generate_speed.py --threads 1          # CPU, writes bench/RESULTS.md
@@ -91,6 +92,11 @@ def bench(size: str, config: GPTConfig, batches: list[int], args, device: str, d
             speeds[("ours", dtype)] = batch * args.new_tokens / seconds
             print(f"{size} batch {batch} {dtype}: ours {speeds[('ours', dtype)]:.0f} tok/s, "
                   f"HF {speeds[('hf', dtype)]:.0f} tok/s", flush=True)
+        if device == "cpu":  # ours with int8 weights (the CPU's fastest path) against HF as given
+            seconds, tokens[("ours", "int8")] = timed(ours(model, prompts, args.new_tokens, int8=True),
+                                                      args.runs, sync)
+            speeds[("ours", "int8")] = batch * args.new_tokens / seconds
+            print(f"{size} batch {batch} int8: ours {speeds[('ours', 'int8')]:.0f} tok/s", flush=True)
         dtype = dtypes[0]
         same = sum(a == b for a, b in zip(tokens[("ours", dtype)], tokens[("hf", dtype)]))
         rows.append((size, batch, speeds, f"{same}/{batch}"))
@@ -103,6 +109,9 @@ def table(rows, dtypes: list[str]) -> str:
         head += [f"HF {d}", f"ours {d}", f"ours/HF {d}"]
     if len(dtypes) > 1:
         head += [f"ours {dtypes[-1]} / HF {dtypes[0]}"]
+    int8 = ("ours", "int8") in rows[0][2]
+    if int8:
+        head += ["ours int8", f"ours int8 / HF {dtypes[0]}", f"ours int8 / best HF"]
     head += [f"same greedy tokens ({dtypes[0]})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, batch, speeds, same in rows:
@@ -112,6 +121,9 @@ def table(rows, dtypes: list[str]) -> str:
             cells += [f"{h:,.0f}", f"{o:,.0f}", f"{o / h:.2f}x"]
         if len(dtypes) > 1:
             cells += [f"{speeds[('ours', dtypes[-1])] / speeds[('hf', dtypes[0])]:.2f}x"]
+        if int8:
+            o, best = speeds[("ours", "int8")], max(speeds[("hf", d)] for d in dtypes)
+            cells += [f"{o:,.0f}", f"{o / speeds[('hf', dtypes[0])]:.2f}x", f"{o / best:.2f}x"]
         cells += [same]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ over a static KV cache and replayed, removing the per-step Python and launch ove
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Iterator, Sequence
 
@@ -56,6 +57,9 @@ from .sampling import SamplingParams, greedy, process_logits, sample_from_logits
 PREFILL_LOGITS_BUDGET = 1 << 24
 
 FINISH_REASONS = ("stop", "length", "context")
+
+# int8 weights (Engine(int8=True)) for linear layers with at least this many entries.
+INT8_MIN_WEIGHTS = 512 * 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +144,13 @@ class Engine:
     """Generates token ids from a :class:`~lanternlm.model.GPT` with a KV cache.
 
     ``dtype`` (e.g. ``torch.bfloat16``) casts the model's weights in place; the cache
-    uses the same dtype. ``vocab_limit`` is the number of real token ids (the tokenizer's
-    vocabulary): the model's table is padded up to a multiple of 64 for speed, and ids at
-    or above the limit are never produced (their logits are set to -inf). Sampling always happens in fp32. ``cuda_graphs`` (CUDA only)
-    replays the decode step as a captured CUDA graph over a static cache.
+    uses the same dtype. ``int8=True`` (CPU) runs a copy of the model whose linear layers
+    and output head hold int8 weights (see :func:`quantize_int8`): decoding reads a
+    quarter of the fp32 bytes. ``vocab_limit`` is the number of real token ids (the
+    tokenizer's vocabulary): the model's table is padded up to a multiple of 64 for speed,
+    and ids at or above the limit are never produced (their logits are set to -inf).
+    Sampling always happens in fp32. ``cuda_graphs`` (CUDA only) replays the decode step
+    as a captured CUDA graph over a static cache.
 
     >>> from lanternlm.model import GPTConfig
     >>> torch.manual_seed(0) and None
@@ -155,10 +162,15 @@ class Engine:
 
     def __init__(self, model: GPT, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, cuda_graphs: bool = False,
-                 vocab_limit: int | None = None) -> None:
+                 vocab_limit: int | None = None, int8: bool = False) -> None:
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if cuda_graphs and device.type != "cuda":
             raise LanternError(f"Engine: cuda_graphs needs a CUDA device, got {device}")
+        if int8:
+            if device.type != "cpu" or dtype not in (None, torch.float32):
+                raise LanternError(f"Engine: int8 weights run on the CPU with fp32 activations "
+                                   f"(got device {device}, dtype {dtype})")
+            model = quantize_int8(model.to(device="cpu", dtype=torch.float32))
         if vocab_limit is not None and not 0 < vocab_limit <= model.config.vocab_size:
             raise LanternError(f"Engine: vocab_limit={vocab_limit} must be in 1..{model.config.vocab_size}")
         self.vocab_limit = vocab_limit if vocab_limit is not None else model.config.vocab_size
@@ -166,7 +178,7 @@ class Engine:
         self.config = model.config
         self.device = device
         self.dtype = next(model.parameters()).dtype
-        if device.type == "cpu" and self.dtype == torch.float32:
+        if device.type == "cpu" and self.dtype == torch.float32 and not int8:
             _head_column_major(model)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, int], _GraphDecoder] = {}
@@ -368,6 +380,41 @@ class Engine:
         graph = self._graphs[key]
         graph.bind(cache)
         return graph
+
+
+def quantize_int8(model: GPT) -> GPT:
+    """A copy of ``model`` for CPU inference with int8 weights (dynamic quantization).
+
+    Every large ``nn.Linear`` (attention and MLP matrices of at least
+    ``INT8_MIN_WEIGHTS`` entries, and the output head, which gets its own copy of the
+    embedding matrix when the two are tied) stores int8 weights with one scale per
+    output row; at each call the activations are quantized with one scale per tensor, the
+    product runs in int8 (fbgemm) and comes back in fp32. Decoding is bound by reading
+    the weights, so a quarter of the bytes makes it several times faster (about 4x for
+    GPT-2 124M's head at batch 1 here). The price: logits move by about 1-2% of their
+    range, and, as the activation scale covers the whole batch, a row's result can
+    differ slightly with its batch companions. Embeddings and norms stay fp32.
+    """
+    import warnings
+
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError as err:  # pragma: no cover - removed from some future torch
+        raise LanternError(f"int8 weights need torch.ao.quantization, missing here: {err}") from err
+    model = copy.deepcopy(model).eval()
+    if model.lm_head is None:  # tied embeddings: the head gets its own (quantized) copy
+        vocab, width = model.wte.weight.shape
+        model.lm_head = torch.nn.Linear(width, vocab, bias=False)
+        model.lm_head.weight = torch.nn.Parameter(model.wte.weight.detach().clone())
+    # Small matrices stay fp32: below about 512 x 512 the per-call cost of quantizing the
+    # activations outweighs the bytes saved (measured: 128 x 384 takes 24 us in int8 vs
+    # 10 us in fp32 at batch 1; 768 x 3072 takes 79 us vs 214 us).
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+            and (name == "lm_head" or module.weight.numel() >= INT8_MIN_WEIGHTS)}
+    with warnings.catch_warnings():  # the eager-mode API warns that it is moving to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _head_column_major(model: GPT) -> None:

@@ -659,8 +659,8 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(T)
         x = self.norm_f(x)
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, head)  # (B, T, V)
+        # (B, T, V); calling the head module lets inference swap in a quantized one
+        logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T),

@@ -32,17 +32,19 @@ from .generate import TextPiece, complete, default_stop_tokens, encode_prompt, s
 from .sampling import PRESETS, SamplingParams, preset
 from .tokenizer import Tokenizer
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
 
 
 def load_engine(run: str, device: str | None = None, dtype: str | None = None) -> tuple[Engine, Tokenizer]:
-    """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given)."""
+    """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given;
+    ``int8``: the engine's int8 weights for CPU decoding)."""
     from .checkpoint import load_run
 
     if dtype is not None and dtype not in DTYPES:
         raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     model, tokenizer = load_run(run, device=device)
-    return Engine(model, dtype=DTYPES[dtype] if dtype else None, vocab_limit=tokenizer.vocab_size), tokenizer
+    return Engine(model, dtype=DTYPES[dtype] if dtype else None, int8=dtype == "int8",
+                  vocab_limit=tokenizer.vocab_size), tokenizer
 
 
 # --------------------------------------------------------------------------- probabilities view

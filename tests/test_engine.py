@@ -214,6 +214,36 @@ def test_bf16_weights_run_and_mostly_agree_with_fp32():
     assert sum(a.tokens[0] == b.tokens[0] for a, b in zip(out, fp32)) >= 2
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("min_weights", [0, engine_module.INT8_MIN_WEIGHTS])
+def test_int8_weights_stay_close_to_fp32(family, min_weights, monkeypatch):
+    monkeypatch.setattr(engine_module, "INT8_MIN_WEIGHTS", min_weights)  # 0: every linear layer
+    model = make_model(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantized = engine_module.quantize_int8(model)
+    int8_layers = [n for n, m in quantized.named_modules() if type(m).__name__ == "Linear"
+                   and type(m).__module__.startswith("torch.ao.nn.quantized")]
+    assert "lm_head" in int8_layers and (len(int8_layers) > 1) == (min_weights == 0)
+    idx = torch.tensor([PROMPTS[0]])
+    with torch.no_grad():
+        ref, out = model(idx).logits, quantized(idx).logits
+    # dynamic int8: logits move by a small fraction of their spread (errors add up layer by layer)
+    assert (out - ref).abs().max() <= (0.1 if min_weights == 0 else 0.03) * (ref.max() - ref.min())
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
+    # the caller's model is untouched (and a tied one stays tied)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert (model.lm_head is None) == model.config.tie_embeddings
+    fp32 = Engine(model).generate(PROMPTS, max_tokens=6, sampling=GREEDY)
+    int8 = Engine(model, int8=True).generate(PROMPTS, max_tokens=6, sampling=GREEDY)
+    assert [c.finish_reason for c in int8] == ["length"] * 3
+    assert sum(a.tokens[0] == b.tokens[0] for a, b in zip(int8, fp32)) >= 2
+
+
+def test_int8_needs_cpu_fp32():
+    with pytest.raises(LanternError, match="int8"):
+        Engine(make_model("gpt2"), dtype=torch.bfloat16, int8=True)
+
+
 def test_cuda_graphs_need_cuda():
     with pytest.raises(LanternError, match="CUDA"):
         Engine(make_model("gpt2"), device="cpu", cuda_graphs=True)
