@@ -10,10 +10,9 @@ The loop the seed describes, made fast with a KV cache::
           ▲                                                                   │
           └────────────── decode: feed the one new token per row ◄────────────┘
 
-1. **Prefill**: all prompts go through the model once, right-padded to the longest
-   (in chunks of positions, so the logits of a long prompt never fill the memory);
-   the cache is then truncated to each prompt's real length and row b's first
-   distribution is the logits at its last prompt position.
+1. **Prefill**: all prompts go through the model once, right-padded to the longest,
+   computing the vocabulary-sized logits only at each row's last prompt position (row
+   b's first distribution); the cache is then truncated to each prompt's real length.
 2. **Decode**: every step feeds the batch's newest tokens, ``(B, 1)``, and reads one
    distribution per row. A row that finished keeps riding along (its tokens are thrown
    away): the batch shape never changes, so nothing is re-allocated per step.
@@ -51,10 +50,6 @@ import torch.nn.functional as F
 from .errors import LanternError
 from .model import GPT, KVCache
 from .sampling import SamplingParams, greedy, process_logits, sample_from_logits, token_presence
-
-# Prefill computes logits for every prompt position; chunking bounds them to about this
-# many values (64 MiB in fp32) whatever the prompt length and vocabulary.
-PREFILL_LOGITS_BUDGET = 1 << 24
 
 FINISH_REASONS = ("stop", "length", "context")
 
@@ -351,17 +346,12 @@ class Engine:
     def _prefill(self, padded: torch.Tensor, lengths: list[int], cache: KVCache) -> torch.Tensor:
         """Run the right-padded prompts (B, T) through the model into ``cache``; return the
         logits at each row's last prompt position (B, V)."""
-        B, T = padded.shape
-        chunk = max(1, PREFILL_LOGITS_BUDGET // (B * self.config.vocab_size))
-        last = torch.empty(B, self.config.vocab_size, device=self.device, dtype=self.dtype)
-        for start in range(0, T, chunk):
-            out = self.model(padded[:, start:start + chunk], cache=cache).logits  # (B, t, V)
-            for b, n in enumerate(lengths):
-                if start <= n - 1 < start + chunk:
-                    last[b] = out[b, n - 1 - start]
+        T = padded.shape[1]
+        last = torch.tensor(lengths, device=self.device) - 1  # (B,) each row's last prompt position
+        logits = self.model(padded, cache=cache, logits_at=last).logits[:, 0]  # (B, V)
         if min(lengths) < T:
             cache.truncate(lengths)  # forget the padding
-        return last
+        return logits
 
     @staticmethod
     def _retire(cache: KVCache, rows: list[int]) -> None:

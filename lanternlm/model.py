@@ -620,10 +620,13 @@ class GPT(nn.Module):
         return total
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, return_attention: bool = False) -> ModelOutput:
+                cache: KVCache | None = None, return_attention: bool = False,
+                logits_at: torch.Tensor | None = None) -> ModelOutput:
         """idx (B, T) token ids → logits (B, T, vocab_size), and the loss if targets (B, T)
         are given (mean over targets != -1). With ``cache``, idx continues each row of the
-        cache (see :class:`KVCache`)."""
+        cache (see :class:`KVCache`). ``logits_at`` (B,) computes the logits at one
+        position per row only → (B, 1, vocab_size): a prefill needs just each prompt's
+        last position, and the vocabulary-sized head is the costliest matmul."""
         if idx.ndim != 2:
             raise LanternError(f"token ids must be a (batch, time) tensor, got shape "
                                f"{tuple(idx.shape)}")
@@ -658,6 +661,8 @@ class GPT(nn.Module):
                 attentions.append(weights)
         if cache is not None:
             cache.advance(T)
+        if logits_at is not None:
+            x = x[torch.arange(B, device=x.device), logits_at][:, None]  # (B, 1, C)
         x = self.norm_f(x)
         # (B, T, V); calling the head module lets inference swap in a quantized one
         logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)

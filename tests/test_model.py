@@ -160,6 +160,17 @@ def test_loss_ignores_minus_one_targets():
     assert out.loss.dtype == torch.float32
 
 
+def test_logits_at_one_position_per_row_equal_the_full_logits():
+    model = make(LLAMA_TINY)
+    idx = tokens(LLAMA_TINY, 3, 8)
+    at = torch.tensor([7, 0, 4])
+    with torch.no_grad():
+        full = model(idx).logits  # (3, 8, V)
+        picked = model(idx, logits_at=at).logits  # (3, 1, V)
+    assert picked.shape == (3, 1, LLAMA_TINY.vocab_size)
+    torch.testing.assert_close(picked[:, 0], full[torch.arange(3), at], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name", MODEL_PRESETS)
 def test_every_preset_builds_and_trains_one_step(name):
     config = MODEL_PRESETS[name]
