@@ -8,7 +8,8 @@
 2. **SFT**: ``SFT_PRESETS[--preset]`` (tasks letters, arithmetic, reverse, glue at the four
    levels) for ``--sft-minutes`` / ``--sft-steps`` into ``DIR/sft``;
 3. **eval**: :func:`lanternlm.evaluate.evaluate_run` on ``--n`` held-out examples per task
-   at none / low / medium / high, greedy, plus bits per byte on the base validation shards;
+   at none / low / medium / high, greedy, plus bits per byte on the base validation shards
+   (``--resume`` first continues an earlier ``DIR/sft`` to a larger budget: a second scale);
 4. **batching speed**: fine-tuning steps (forward + backward) on the same conversations as
    length-bucketed padded batches (what SFT does) and as packed rows
    (:func:`lanternlm.chat.pack`, the alternative), trained tokens per second, median of 3.
@@ -113,6 +114,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="held-out examples per task and level")
     parser.add_argument("--label", default="", help="name of this scale in RESULTS.md")
     parser.add_argument("--skip-sft", action="store_true", help="evaluate an existing OUT/sft")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT/sft up to the new --sft-minutes (total) / --sft-steps, then evaluate")
+    parser.add_argument("--section", default="thinking", help="name of the RESULTS.md section to write")
     parser.add_argument("--no-speed", action="store_true", help="skip the batching speed measurement")
     args = parser.parse_args()
 
@@ -146,7 +150,8 @@ def main() -> None:
         overrides["lr"] = args.lr
     config = dataclasses.replace(SFT_PRESETS[args.preset], **overrides)
     t1 = time.perf_counter()
-    summary = json.loads((run / "sft_summary.json").read_text()) if args.skip_sft else sft(config, run)
+    summary = (json.loads((run / "sft_summary.json").read_text()) if args.skip_sft
+               else sft(config, run, resume=args.resume))
     (run / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     timings["sft_min"] = (time.perf_counter() - t1) / 60
 
@@ -191,7 +196,7 @@ def main() -> None:
                      f"{speed['packed'] / speed['padded']:.2f}). Packing would also need a per-conversation "
                      f"attention mask the model does not have, so SFT pads.")
         lines.append("")
-    write_section(lines)
+    write_section(lines, args.section)
     print("\n".join(lines))
 
 

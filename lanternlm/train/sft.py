@@ -224,12 +224,12 @@ def model_for(config: SFTConfig, base: str | Path, device: torch.device):
     return resized, tokenizer
 
 
-def describe_inheritance(config: SFTConfig, sources: dict[str, str], base_model, model, tokenizer) -> list[str]:
+def describe_inheritance(config: SFTConfig, sources: dict[str, str], base_model_config, model, tokenizer) -> list[str]:
     """Log lines: what came from the base run, what this run overrides or sets."""
     inherited = [f"{k}={getattr(config, k)}" for k in INHERITED_DEFAULTS if sources.get(k) == "base"]
     overridden = [f"{k}={getattr(config, k)} ({sources[k]})" for k in INHERITED_DEFAULTS
                   if sources.get(k) not in ("base", None)]
-    mc = base_model.config
+    mc = base_model_config
     lines = [f"inherited from base: model (n_layer={mc.n_layer}, n_head={mc.n_head}, n_embd={mc.n_embd}, "
              f"vocab={mc.vocab_size}, {mc.pos_encoding} positions), weights, tokenizer "
              f"(vocab {tokenizer.vocab_size}, fingerprint {tokenizer.fingerprint()[:12]})"
@@ -346,6 +346,11 @@ class Batches:
         self.index += 1
         return collate([self.data[i] for i in batch], self.pad_id)
 
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the data so far (fractional)."""
+        return self.epoch + self.index / max(1, len(self._plan))
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
 
@@ -379,6 +384,7 @@ def masked_loss(model, data: Sequence[Rendered], pad_id: int, batch_size: int, a
 def sft(config: SFTConfig, run_dir: str | Path, *, resume: bool = False,
         sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Run (or with ``resume``, continue) fine-tuning into ``run_dir``; returns a summary dict."""
+    from ..checkpoint import load_config
     from .distributed import pick_device
     from .pretrain import _autocast, _estimate_total
 
@@ -401,13 +407,10 @@ def sft(config: SFTConfig, run_dir: str | Path, *, resume: bool = False,
             raise LanternError(f"{run_dir / 'config.json'}: cannot resume with a different setup: " + "; ".join(diffs))
 
     device = pick_device(config.device)
-    from ..checkpoint import load_model
-    base_model = load_model(config.base, device="cpu")
     torch.manual_seed(config.seed)
     model, tokenizer = model_for(config, config.base, device)
-    for line in describe_inheritance(config, sources, base_model, model, tokenizer):
+    for line in describe_inheritance(config, sources, load_config(config.base), model, tokenizer):
         logger.info(line)
-    del base_model
     block = model.config.block_size
     train, val, counts = build_data(config, tokenizer, block)
     logger.info(f"data: {counts['train']:,} training conversations ({counts['dropped']:,} longer than "
@@ -490,8 +493,8 @@ def sft(config: SFTConfig, run_dir: str | Path, *, resume: bool = False,
             break
     bar.close()
 
-    summary = {"run_dir": str(run_dir), "steps": step, "stopped": stop_reason, "epochs": batches.epoch
-               + batches.index / max(1, len(batches._plan)), "params": model.num_params(),
+    summary = {"run_dir": str(run_dir), "steps": step, "stopped": stop_reason, "epochs": batches.epochs_done,
+               "params": model.num_params(),
                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                **{k: record[k] for k in ("train_loss", "val_loss") if k in record}}
     from .plots import plot_loss
