@@ -85,7 +85,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
 
     md.append("## 5. The loop\n")
     trace = loop.generation_trace(Engine(model, vocab_limit=tokenizer.vocab_size), tokenizer, prompt, steps,
-                                  SamplingParams(temperature=0.7, seed=0))
+                                  SamplingParams(temperature=0.7, top_k=10, seed=0))
     loop.plot_loop_strip(trace, output_path(out, "loop.png"))
     loop.write_loop_gif(trace, output_path(out, "loop.gif"))
     md += [_block(loop.render_loop(trace)), "![loop](loop.png)\n", "Animated: [loop.gif](loop.gif)\n"]
