@@ -179,7 +179,15 @@ def main() -> None:
                 f"architecture with random weights (vocab 50,304), prompt {args.prompt_len} tokens, "
                 f"{args.new_tokens} new tokens per row, greedy, no early stop; new tokens/s over "
                 f"the whole call (prefill included), median of {args.runs} runs. Goal: ours >= 2x HF.\n\n"
-                f"{table(rows, ['fp32', 'bf16'])}\n")
+                f"{table(rows, ['fp32', 'bf16'])}\n\n"
+                "Columns: HF `generate()` and our engine with the weights in fp32 and cast to "
+                "bf16, and our engine with int8 weights (`Engine(int8=True)`, `--dtype int8`: "
+                "dynamic int8 quantization of the output head and of matrices of >= 512x512 "
+                "entries). Single-token decoding reads every weight once per step, so it is "
+                "bound by weight bytes: int8 reads a quarter of fp32's. bf16 matmuls on this CPU "
+                "are not faster than fp32 at batch 1. The greedy-token check compares the two "
+                "fp32 runs; int8 changes logits by ~1-2% of their range, so on random weights "
+                "(nearly flat distributions) its greedy tokens can differ from fp32's.\n")
         section = "generate_speed"
     print(body)
     if not args.no_write:
