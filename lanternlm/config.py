@@ -20,6 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .errors import LanternError
+
 
 def option(default: Any, help: str, **kwargs) -> Any:
     """A dataclass field with a help string (shown by ``--help``)."""
@@ -132,3 +134,23 @@ def load(path: str | os.PathLike, cls: type) -> Any:
     if unknown:
         raise ValueError(f"{path}: unknown {cls.__name__} fields {sorted(unknown)}")
     return cls(**raw)
+
+
+def resolve(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The config of a stage command (``lantern pretrain``, ``lantern sft``, ...).
+
+    Starts from ``--preset`` or, with ``--resume`` on a run directory (``--out``) that has a
+    ``config.json``, from that saved config; then applies the flags given. Returns
+    ``(config, sources)``; a resumed value keeps the source it was first given.
+    """
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.exists():
+        base, source = load(saved, cls), "resumed"
+        earlier = json.loads(saved.read_text(encoding="utf-8")).get("sources", {})
+    else:
+        if args.preset not in presets:
+            raise LanternError(f"--preset {args.preset!r}: choose one of {sorted(presets)}")
+        base, source, earlier = presets[args.preset], f"preset:{args.preset}", {}
+    config, sources = from_arguments(cls, args, base=base, base_source=source)
+    sources = {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
+    return config, sources

@@ -373,18 +373,7 @@ def _restore(ckpt: Path, model, optimizers, loader, plateau, tokenizer, info: D.
 def pretrain_from_args(args) -> dict[str, Any]:
     """``lantern pretrain``: the config from a preset (or, with ``--resume``, the run's saved
     config) plus the flags given, then :func:`pretrain`."""
-    run_dir = Path(args.out)
-    saved = run_dir / "config.json"
-    if args.resume and saved.exists():
-        base, source = cfg.load(saved, PretrainConfig), "resumed"
-        earlier = json.loads(saved.read_text(encoding="utf-8")).get("sources", {})
-    else:
-        if args.preset not in PRETRAIN_PRESETS:
-            raise LanternError(f"--preset {args.preset!r}: choose one of {sorted(PRETRAIN_PRESETS)}")
-        base, source = PRETRAIN_PRESETS[args.preset], f"preset:{args.preset}"
-    config, sources = cfg.from_arguments(PretrainConfig, args, base=base, base_source=source)
-    if source == "resumed":  # keep where the resumed values first came from
-        sources = {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
-    summary = pretrain(config, run_dir, resume=args.resume, sources=sources)
+    config, sources = cfg.resolve(PretrainConfig, PRETRAIN_PRESETS, args)
+    summary = pretrain(config, Path(args.out), resume=args.resume, sources=sources)
     logger.info(json.dumps(summary, indent=2))
     return summary

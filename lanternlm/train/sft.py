@@ -548,18 +548,7 @@ def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n
 def sft_from_args(args) -> dict[str, Any]:
     """``lantern sft``: the config from a preset (or, with ``--resume``, the run's saved
     config) plus the flags given, then :func:`sft`."""
-    run_dir = Path(args.out)
-    saved = run_dir / "config.json"
-    if args.resume and saved.exists():
-        base, source = cfg.load(saved, SFTConfig), "resumed"
-        earlier = json.loads(saved.read_text(encoding="utf-8")).get("sources", {})
-    else:
-        if args.preset not in SFT_PRESETS:
-            raise LanternError(f"--preset {args.preset!r}: choose one of {sorted(SFT_PRESETS)}")
-        base, source = SFT_PRESETS[args.preset], f"preset:{args.preset}"
-    config, sources = cfg.from_arguments(SFTConfig, args, base=base, base_source=source)
-    if source == "resumed":
-        sources = {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
-    summary = sft(config, run_dir, resume=args.resume, sources=sources)
+    config, sources = cfg.resolve(SFTConfig, SFT_PRESETS, args)
+    summary = sft(config, Path(args.out), resume=args.resume, sources=sources)
     logger.info(json.dumps(summary, indent=2))
     return summary
