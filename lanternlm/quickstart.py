@@ -8,7 +8,10 @@
 3. **sample** — print a few continuations from the trained model
    (:func:`lanternlm.train.sample.sample`, through the one inference engine);
 4. **report** — a Markdown report with a picture of every glass-box view of the model
-   (:func:`lanternlm.inspect.report.write_report`).
+   (:func:`lanternlm.inspect.report.write_report`);
+5. **chat** — fine-tune the base model on the verifiable tasks and conversational glue at
+   every reasoning level, evaluate accuracy per task x level on held-out questions, and
+   print a short demo chat (:func:`lanternlm.train.sft.sft_quick`).
 
 Everything lands in one directory (``runs/quickstart`` by default); a ``quickstart.json``
 there records what each step wrote. Each stage is also its own command
@@ -46,6 +49,9 @@ class QuickstartConfig:
     prompt: str = option("ROMEO:", "prompt for the samples printed at the end")
     samples: int = option(3, "how many samples to print")
     sample_tokens: int = option(120, "tokens per sample")
+    chat_minutes: float = option(5.0, "chat fine-tuning time budget in minutes (0 = stop after the base model)")
+    chat_steps: int = option(0, "stop chat fine-tuning after this many steps (0 = the preset's, within the budget)")
+    eval_n: int = option(20, "held-out questions per task and reasoning level in the evaluation")
     seed: int = option(1337, "seed for training and sampling")
     overwrite: bool = option(False, "replace an earlier quickstart in the same directory")
 
@@ -70,11 +76,13 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     from .train.pretrain import PRETRAIN_PRESETS, pretrain
     from .inspect.report import write_report
     from .train.sample import sample
+    from .train.sft import sft_quick
 
     if config.preset not in PRETRAIN_PRESETS:
         raise LanternError(f"--preset {config.preset!r}: choose one of {sorted(PRETRAIN_PRESETS)}")
-    if config.minutes <= 0:
-        raise LanternError(f"--minutes must be > 0, got {config.minutes}")
+    if config.minutes <= 0 or config.chat_minutes < 0:
+        raise LanternError(f"--minutes must be > 0 and --chat-minutes >= 0, got {config.minutes} "
+                           f"and {config.chat_minutes}")
     out = Path(config.out)
     _claim(out, config.overwrite)
     summary: dict[str, Any] = {"config": dataclasses.asdict(config), "steps": {}}
@@ -85,14 +93,14 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
 
     record("started", at=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.perf_counter()
-    logger.info("[1/4] data: %s → tokenizer (vocab %d) → token shards", config.corpus, config.vocab_size)
+    logger.info("[1/5] data: %s → tokenizer (vocab %d) → token shards", config.corpus, config.vocab_size)
     shards = out / "data"
     manifest = prepare([config.corpus], shards, config=PrepareConfig(vocab_size=config.vocab_size))
     record("data", dir=str(shards), seconds=round(time.perf_counter() - t0, 1),
            train_tokens=manifest["splits"]["train"]["tokens"], val_tokens=manifest["splits"]["val"]["tokens"])
 
     t1 = time.perf_counter()
-    logger.info("[2/4] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
+    logger.info("[2/5] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
     run = out / "run"
     overrides: dict[str, Any] = {"data": str(shards), "max_minutes": config.minutes, "seed": config.seed}
     if config.max_steps:
@@ -103,13 +111,22 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     result = pretrain(train_cfg, run, sources=sources)
     record("pretrain", dir=str(run), seconds=round(time.perf_counter() - t1, 1), summary=result)
 
-    logger.info("[3/4] samples from %s", run)
+    logger.info("[3/5] samples from %s", run)
     texts = sample(run, config.prompt, num=config.samples, max_tokens=config.sample_tokens, seed=config.seed)
     record("samples", texts=texts)
 
-    logger.info("[4/4] report: every glass-box view of the model")
+    logger.info("[4/5] report: every glass-box view of the model")
     report = write_report(run, out / "report", prompt=config.prompt)
     record("report", path=str(report))
+
+    if config.chat_minutes > 0:
+        t2 = time.perf_counter()
+        logger.info("[5/5] chat: fine-tune on tasks + conversation for up to %.1f minutes, then evaluate",
+                    config.chat_minutes)
+        chat = sft_quick(run, out / "chat", minutes=config.chat_minutes, eval_n=config.eval_n,
+                         seed=config.seed, max_steps=config.chat_steps or None)
+        record("chat", dir=str(out / "chat"), seconds=round(time.perf_counter() - t2, 1),
+               table=chat["table"], transcript=chat["transcript"])
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     record("done", seconds=summary["seconds"])
     return summary
@@ -122,6 +139,9 @@ def describe(summary: dict[str, Any]) -> str:
     for i, text in enumerate(steps["samples"]["texts"], 1):
         lines += [f"--- sample {i} ---", text.strip(), ""]
     pre = steps["pretrain"]["summary"]
+    if "chat" in steps:
+        lines += ["--- chat model: accuracy on held-out questions per reasoning level ---",
+                  steps["chat"]["table"].rstrip(), "", "--- demo chat ---", steps["chat"]["transcript"].rstrip(), ""]
     lines.append(f"quickstart finished in {summary['seconds'] / 60:.1f} min")
     lines.append(f"  token shards  {steps['data']['dir']}  ({steps['data']['train_tokens']:,} train tokens)")
     lines.append(f"  model run     {steps['pretrain']['dir']}  "
@@ -131,8 +151,14 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append(f"    {name}")
     lines.append(f"  report        {steps['report']['path']}  (tokens, embeddings, attention, next token, "
                  f"the loop, loss, memory)")
+    if "chat" in steps:
+        lines.append(f"  chat model    {steps['chat']['dir']}  (eval.json, eval.png)")
     run = steps["pretrain"]["dir"]
     lines += ["next:", f"  lantern generate {run} \"{summary['config']['prompt']}\" --show-probs",
-              f"  lantern chat {run}", f"  lantern inspect attention {run} \"The king is dead\" --query dead",
+              f"  lantern inspect attention {run} \"The king is dead\" --query dead",
               f"  lantern info {run}"]
+    if "chat" in steps:
+        lines.append(f"  lantern chat {steps['chat']['dir']} --format chat --reasoning high --show-thinking")
+    else:
+        lines.append(f"  lantern chat {run}")
     return "\n".join(lines)

@@ -31,12 +31,15 @@ def corpus(tmp_path):
 def test_quickstart_runs_every_stage(tmp_path, corpus, capsys):
     out = tmp_path / "qs"
     code = main(["-q", "quickstart", "--out", str(out), "--corpus", str(corpus), "--vocab-size", "300",
-                 "--minutes", "5", "--max-steps", "12", "--samples", "2", "--sample-tokens", "8"])
+                 "--minutes", "5", "--max-steps", "12", "--samples", "2", "--sample-tokens", "8",
+                 "--chat-steps", "3", "--eval-n", "1"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed
     summary = json.loads((out / "quickstart.json").read_text())
-    assert set(summary["steps"]) >= {"data", "pretrain", "samples", "report", "done"}
+    assert set(summary["steps"]) >= {"data", "pretrain", "samples", "report", "chat", "done"}
+    assert json.loads((out / "chat" / "config.json").read_text())["stage"] == "sft"
+    assert (out / "chat" / "eval.json").exists() and "--- demo chat ---" in printed
     report = out / "report" / "report.md"
     assert report.exists() and "![attention]" in report.read_text()
     assert summary["steps"]["pretrain"]["summary"]["steps"] == 12

@@ -527,8 +527,9 @@ DEMO_QUESTIONS = ("Hello! Who are you?", "How many r's are in strawberry?", "Wha
 
 
 def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n: int = 20,
-              eval_max_tokens: int = 256, seed: int = 1337) -> dict[str, Any]:
-    """The quickstart's chat stage: SFT (preset ``tiny`` for ``minutes``) → evaluation → demo.
+              eval_max_tokens: int = 256, seed: int = 1337, max_steps: int | None = None) -> dict[str, Any]:
+    """The quickstart's chat stage: SFT (preset ``tiny`` for ``minutes``, or ``max_steps``)
+    → evaluation → demo.
 
     Returns ``{"sft": summary, "eval": result, "table": str, "transcript": str}``; the run
     directory ``out`` holds the chat model, ``eval.json`` and ``eval.png``. About
@@ -536,9 +537,12 @@ def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n
     """
     from ..evaluate import demo_transcript, evaluate_run, format_table
 
-    config = dataclasses.replace(SFT_PRESETS["tiny"], base=str(base), max_minutes=minutes, seed=seed)
+    given = {"base": str(base), "max_minutes": minutes, "seed": seed}
+    if max_steps is not None:
+        given["max_steps"] = max_steps
+    config = dataclasses.replace(SFT_PRESETS["tiny"], **given)
     sources = {f.name: "preset:tiny" for f in dataclasses.fields(SFTConfig)}
-    sources.update(base="quickstart", max_minutes="quickstart", seed="quickstart")
+    sources.update({name: "quickstart" for name in given})
     summary = sft(config, out, sources=sources)
     result = evaluate_run(out, n=eval_n, max_tokens=eval_max_tokens)
     transcript = demo_transcript(out, DEMO_QUESTIONS, levels=("none", "high"), max_tokens=eval_max_tokens)
