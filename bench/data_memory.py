@@ -18,16 +18,16 @@ import argparse
 import json
 import platform
 import random
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from results import write_section  # noqa: E402
 
 CHILD_PREPARE = """
 import json, resource, sys, time
@@ -83,17 +83,6 @@ def run_child(code: str, *args: str) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"child failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def replace_section(results: Path, name: str, body: str) -> None:
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    results.write_text(text)
 
 
 def main() -> None:
@@ -163,7 +152,7 @@ def main() -> None:
         "part that grows with the corpus. "
         "The naive reference reads the same documents (4,000-character chunks) but does no cleaning or dedup, so it is faster; it is there to show how memory grows when everything is held.",
     ]
-    replace_section(Path(args.results), "data", "\n".join(lines))
+    write_section("data", "\n".join(lines), Path(args.results))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import copy
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -30,8 +29,8 @@ from lanternlm.engine import Engine
 from lanternlm.interop.hf import to_hf
 from lanternlm.model import GPT, MODEL_PRESETS, GPTConfig
 from lanternlm.sampling import SamplingParams
+from results import write_section
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SIZES = {
     "4x128": GPTConfig(vocab_size=50304, block_size=1024, n_layer=4, n_head=4, n_embd=128),
     "124M": MODEL_PRESETS["gpt2-124m"],
@@ -127,18 +126,6 @@ def table(rows, dtypes: list[str]) -> str:
         cells += [same]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the ``<!-- BEGIN name -->`` ... ``<!-- END name -->`` section."""
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from results import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare_input.txt"
 
@@ -142,18 +144,6 @@ def run_baseline(text: str, train_text: str, val_text: str, minutes: float, seed
             "seconds": seconds}
 
 
-def write_section(lines: list[str], name: str = "pretrain_quality") -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    section = "\n".join([begin, *lines, end])
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("text", nargs="?", default=str(DEFAULT_TEXT), help="training text (UTF-8)")
@@ -204,7 +194,7 @@ def main() -> None:
     lines += ["", f"Our tokenizer training + shard writing took {ours['prep_s']:.1f} s (outside the budget). "
               f"Our preset: batch {c.batch_size} x {c.block_size}, lr {c.lr:g} (AdamW, betas {c.beta1}/{c.beta2}), "
               f"{c.warmup_steps} warmup steps then cosine to {c.min_lr_ratio:g} x lr, stretched to the time budget."]
-    write_section(lines)
+    write_section("pretrain_quality", "\n".join(lines))
     print("\n".join(lines))
 
 

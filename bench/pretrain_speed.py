@@ -32,7 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pretrain_quality import write_section  # noqa: E402  (one writer for RESULTS.md sections)
+from results import write_section  # noqa: E402
 
 
 def ours_model(n_layer: int, n_head: int, n_embd: int, block: int, vocab: int):
@@ -175,7 +175,7 @@ def main() -> None:
     args.steps = args.steps or (20 if args.gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (30 if args.gpu else 2)
     lines = gpu_mode(args) if args.gpu else cpu_mode(args)
-    write_section(lines, "pretrain_speed_gpu" if args.gpu else "pretrain_speed")
+    write_section("pretrain_speed_gpu" if args.gpu else "pretrain_speed", "\n".join(lines))
     print("\n".join(lines))
 
 

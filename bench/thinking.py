@@ -38,17 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def write_section(lines: list[str], name: str = "thinking") -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    section = "\n".join([begin, *lines, end])
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+from results import write_section  # noqa: E402
 
 
 def goals(result: dict) -> list[str]:
@@ -196,7 +186,7 @@ def main() -> None:
                      f"{speed['packed'] / speed['padded']:.2f}). Packing would also need a per-conversation "
                      f"attention mask the model does not have, so SFT pads.")
         lines.append("")
-    write_section(lines, args.section)
+    write_section(args.section, "\n".join(lines))
     print("\n".join(lines))
 
 

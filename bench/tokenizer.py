@@ -33,11 +33,11 @@ import regex
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lanternlm.log import set_verbosity  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
 from lanternlm.tokenizer import (DEFAULT_SPECIAL_TOKENS, GPT4_SPLIT_PATTERN, Tokenizer,  # noqa: E402
                                  bpe_encode_chunk)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "tokenizer"
 MB = 1e6
 
@@ -160,19 +160,6 @@ def first_difference(a: list, b: list) -> int | None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def write_section(markdown: str) -> None:
-    """Replace (or append) this benchmark's section of bench/RESULTS.md."""
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{markdown.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -328,7 +315,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_section(report)
+        write_section(SECTION, report)
         log(f"updated {RESULTS}")
 
 
