@@ -46,6 +46,7 @@ def make_base(tokenizer: Tokenizer, directory: Path, *, pos_encoding: str = "rop
 
 def scripted_model(script: list[int], vocab_size: int, block_size: int = 128) -> GPT:
     """A GPT that predicts ``script[p]`` at position p whatever the input (crafted weights)."""
+    assert len(script) <= block_size
     config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=1, n_head=1,
                        n_embd=block_size, tie_embeddings=False)
     model = GPT(config)

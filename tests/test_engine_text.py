@@ -20,6 +20,7 @@ from lanternlm.model import GPT, GPTConfig
 from lanternlm.sampling import SamplingParams
 from lanternlm.terminal import ChatSession, ChatTemplate, PlainCompletion, chat_loop, probs_table
 from lanternlm.tokenizer import Tokenizer
+from sft_helpers import scripted_model
 
 GREEDY = SamplingParams(temperature=0)
 CORPUS = ["Café au lait, s'il vous plaît. Naïve façade. 日本語のテキスト。 Emoji 🙂🙂 ok.",
@@ -31,22 +32,6 @@ def tokenizer():
     return Tokenizer.train(CORPUS, vocab_size=256 + 8 + 40)
 
 
-def scripted_model(script: list[int], vocab_size: int, block_size: int = 64) -> GPT:
-    """A GPT that predicts ``script[p]`` at position p (a real model, crafted weights)."""
-    assert len(script) <= block_size
-    config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=1, n_head=1,
-                       n_embd=block_size, tie_embeddings=False)
-    model = GPT(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.norm_f.weight.fill_(1.0)
-        model.wpe.weight.copy_(torch.eye(block_size))
-        for position, token in enumerate(script):
-            model.lm_head.weight[token, position] = 10.0
-    return model.eval()
-
-
 def script_for(tokenizer, text: str, prompt_len: int = 1) -> list[int]:
     """A script whose greedy completion after a ``prompt_len``-token prompt is ``text``."""
     return [0] * (prompt_len - 1) + tokenizer.encode(text)
@@ -54,7 +39,7 @@ def script_for(tokenizer, text: str, prompt_len: int = 1) -> list[int]:
 
 def test_scripted_model_writes_its_script(tokenizer):
     text = "Café 日本語 🙂 ok"
-    engine = Engine(scripted_model(script_for(tokenizer, text), tokenizer.vocab_size))
+    engine = Engine(scripted_model(script_for(tokenizer, text), tokenizer.vocab_size, block_size=64))
     out = engine.generate([[tokenizer.eot_id]], max_tokens=len(tokenizer.encode(text)), sampling=GREEDY)
     assert tokenizer.decode(out[0].tokens) == text
 
@@ -65,7 +50,7 @@ def test_streamed_text_never_splits_a_character(tokenizer):
     split = [i for i in ids if len(tokenizer.token_bytes(i)) < len(tokenizer.decode([i]).encode())
              or "\ufffd" in tokenizer.decode([i])]
     assert split, "the example must contain tokens holding part of a character"
-    engine = Engine(scripted_model(ids, tokenizer.vocab_size))
+    engine = Engine(scripted_model(ids, tokenizer.vocab_size, block_size=64))
     pieces = list(stream_text(engine, tokenizer, [[tokenizer.eot_id]], max_tokens=len(ids),
                               sampling=GREEDY))
     assert len(pieces) == len(ids)
@@ -89,7 +74,7 @@ def test_random_model_stream_equals_whole_decode(tokenizer):
 
 def test_stop_strings_cut_the_text_across_tokens(tokenizer):
     text = "The cat sat on the mat. The dog sat on the log."
-    engine = Engine(scripted_model(script_for(tokenizer, text), tokenizer.vocab_size))
+    engine = Engine(scripted_model(script_for(tokenizer, text), tokenizer.vocab_size, block_size=64))
     prompt = [[tokenizer.eot_id]]
     out = complete(engine, tokenizer, prompt, max_tokens=40, sampling=GREEDY, stop=["the log", "dog"])
     assert (out[0].text, out[0].finish_reason, out[0].stop) == ("The cat sat on the mat. The ", "stop", "dog")
@@ -105,7 +90,7 @@ def test_stop_strings_cut_the_text_across_tokens(tokenizer):
 def test_stop_token_and_batch_rows_stop_independently(tokenizer):
     text = "The cat sat."
     script = tokenizer.encode(text) + [tokenizer.eot_id] + tokenizer.encode(" more")
-    engine = Engine(scripted_model(script, tokenizer.vocab_size))
+    engine = Engine(scripted_model(script, tokenizer.vocab_size, block_size=64))
     prompts = [[tokenizer.eot_id], [tokenizer.eot_id, 5, 6]]  # row 1 starts 2 tokens later
     out = complete(engine, tokenizer, prompts, max_tokens=30, sampling=GREEDY, stop=["cat"])
     assert (out[0].text, out[0].stop) == ("The ", "cat")
@@ -126,7 +111,7 @@ def test_held_back():
 def run_dir(tmp_path, tokenizer):
     prompt_len = len(encode_prompt(tokenizer, "The cat"))
     script = script_for(tokenizer, " sat on the mat.", prompt_len)
-    save_model(tmp_path, scripted_model(script, tokenizer.vocab_size))
+    save_model(tmp_path, scripted_model(script, tokenizer.vocab_size, block_size=64))
     tokenizer.save(tmp_path / "tokenizer.json")
     return tmp_path
 
