@@ -1,7 +1,6 @@
 """Reading sources: every kind, every split mode, and every kind of bad input."""
 
 import gzip
-import json
 import logging
 
 import pyarrow as pa

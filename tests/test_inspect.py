@@ -6,7 +6,6 @@ the sweep. The model is random: the tests check the views' arithmetic and wiring
 do not need a trained model.
 """
 
-import dataclasses
 import doctest
 import json
 import math
