@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import atomic_write_text
+from .config import atomic_write_text, read_json
 from .errors import LanternError
 from .model import GPT, GPTConfig
 
@@ -64,13 +64,7 @@ def load_config(directory: str | os.PathLike) -> GPTConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise LanternError(f"{path}: no such file; is {directory} a model or run directory?")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LanternError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise LanternError(f"{path}: field 'format' is {found!r}, expected {FORMAT!r}")
+    meta = read_json(path, FORMAT)
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise LanternError(f"{path}: field 'config' is missing or not an object")

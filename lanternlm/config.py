@@ -116,6 +116,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def read_json(path: str | os.PathLike, format: str | None = None) -> Any:
+    """Parse the JSON file ``path``; a missing, non-UTF-8 or malformed file is a
+    :class:`LanternError` naming the file (and the line and column of a syntax error).
+    With ``format``, the top level must be an object whose ``"format"`` field equals it
+    (every lanternlm file format names itself this way)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LanternError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise LanternError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise LanternError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg}); "
+                           "the file is not valid JSON (truncated or corrupt)") from None
+    if format is not None and (not isinstance(data, dict) or data.get("format") != format):
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise LanternError(f"{path}: field 'format' is {found!r}, expected {format!r}")
+    return data
+
+
 def save(path: str | os.PathLike, cfg: Any, sources: dict[str, str] | None = None, **extra: Any) -> None:
     """Save a config as JSON: ``{"config": {...}, "sources": {...}, ...extra}``."""
     payload = {"config": to_dict(cfg)}

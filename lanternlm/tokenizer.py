@@ -45,7 +45,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import regex
 
-from .config import atomic_write_text, option
+from .config import atomic_write_text, option, read_json
 from .errors import LanternError
 from .log import logger, progress
 
@@ -563,18 +563,9 @@ class Tokenizer:
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a tokenizer saved by :meth:`save`; a malformed file is a clear error naming it."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LanternError(f"{path}: tokenizer file not found") from None
-        except UnicodeDecodeError as err:
-            raise LanternError(f"{path}: not UTF-8 text (byte {err.start}); is this a tokenizer JSON file?") from None
-        except json.JSONDecodeError as err:
-            raise LanternError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg}); "
-                               "the file is truncated or corrupt") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            got = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise LanternError(f"{path}: field 'format' is {got!r}, expected {FORMAT!r}")
+        if not path.is_file():
+            raise LanternError(f"{path}: tokenizer file not found")
+        data = read_json(path, FORMAT)
         if data.get("version") != VERSION:
             raise LanternError(f"{path}: field 'version' is {data.get('version')!r}, expected {VERSION}")
         for field, kind in (("pattern", str), ("merges", list), ("special_tokens", dict), ("vocab_size", int)):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, read_json
 from ..errors import LanternError
 from ..log import logger
 
@@ -260,13 +260,7 @@ def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | Non
     if not path.exists():
         raise LanternError(f"{directory}: no manifest.json; make shards with `lantern data prepare SOURCES --out "
                            f"{directory}` (a folder without a manifest is unfinished)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LanternError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise LanternError(f"{path}: field 'format' is {got!r}, expected {FORMAT!r}")
+    manifest = read_json(path, FORMAT)
     for key in ("tokenizer", "dtype", "splits"):
         if key not in manifest:
             raise LanternError(f"{path}: field {key!r} is missing")
