@@ -4,9 +4,11 @@ presets build and train a step, size arithmetic matches real tensors."""
 import dataclasses
 import doctest
 import math
+import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.nn as nn
 
 import lanternlm.model as model_module
@@ -154,10 +156,61 @@ def test_loss_ignores_minus_one_targets():
     masked = targets.clone()
     masked[:, :5] = -1
     out = model(idx, masked)
-    logp = torch.log_softmax(out.logits.float(), -1)
+    assert out.logits is None  # the loss never materialises them
+    logp = torch.log_softmax(model(idx).logits.float(), -1)
     picked = logp[:, 5:].gather(-1, targets[:, 5:, None])  # (2, 3, 1)
     assert torch.allclose(out.loss, -picked.mean(), atol=1e-6)
     assert out.loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3])  # default (one chunk here); 3 rows each
+@pytest.mark.parametrize("config", [GPT2_TINY, LLAMA_TINY], ids=["gpt2", "llama"])
+def test_chunked_loss_matches_cross_entropy_on_logits(config, chunk_rows, monkeypatch):
+    """Loss and every parameter's gradient equal those of F.cross_entropy on the full
+    logits (tied and untied heads, masked targets, chunks that do not divide the rows)."""
+    model = make(config)
+    if chunk_rows is not None:  # fp32 bytes of 3 rows of logits
+        monkeypatch.setattr(model_module, "LOSS_CHUNK_BYTES", chunk_rows * 4 * model.wte.weight.shape[0])
+    idx, targets = tokens(config, 2, 11), tokens(config, 2, 11, seed=3)
+    targets[0, :4] = -1
+    reference = F.cross_entropy(model(idx).logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    expected = torch.autograd.grad(reference, list(model.parameters()))
+    loss = model(idx, targets).loss
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-6)
+    for (name, _), g, e in zip(model.named_parameters(), got, expected):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5, msg=name)
+    with torch.no_grad():  # evaluation: the same value, no gradients computed
+        torch.testing.assert_close(model(idx, targets).loss, reference.detach(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_step_matches_eager():
+    """What the GPU presets run: torch.compile of the model, loss included, traces the
+    chunked loss and gives the eager loss and gradients."""
+    eager = make(GPT2_TINY)
+    compiled_model = make(GPT2_TINY)
+    idx, targets = tokens(GPT2_TINY, 2, 16), tokens(GPT2_TINY, 2, 16, seed=5)
+    expected = eager(idx, targets).loss
+    expected.backward()
+    loss = torch.compile(compiled_model)(idx, targets).loss
+    loss.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    for a, b in zip(eager.parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_loss_under_bf16_autocast_tracks_fp32():
+    model = make(GPT2_TINY)
+    idx, targets = tokens(GPT2_TINY, 2, 16), tokens(GPT2_TINY, 2, 16, seed=4)
+    fp32 = model(idx, targets).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model(idx, targets).loss
+    assert bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.02
+    bf16.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_logits_at_one_position_per_row_equal_the_full_logits():

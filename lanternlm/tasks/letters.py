@@ -1,12 +1,14 @@
 """Letter counting: "How many r's are in strawberry?".
 
 Hard for a language model that sees tokens, not letters; easy once it spells the
-word first. The thinking trace does exactly that, at three lengths:
+word first. The thinking trace does exactly that, one numbered line per letter (the
+numbers keep a small model's place in the word: an unnumbered spelling, and one with
+the count after every letter, both measured worse), at three lengths:
 
-* low: the word spelled out, then the count;
-* medium: each letter with the running count;
-* high: one numbered line per letter, matches marked, then a check of the length
-  and of the positions found.
+* low: the numbered letters, then the count;
+* medium: the numbered letters, each match with the running count, then the total;
+* high: a header, the numbered letters with matches marked and counted, then a check
+  of the length and of the positions found.
 """
 
 from __future__ import annotations
@@ -56,14 +58,13 @@ class LetterCounting(Task):
         word, letter = example.fields["word"], example.fields["letter"]
         count = word.count(letter)
         if level == "low":
-            return f"{' '.join(word)}\n{letter}: {count}"
+            return "\n".join(f"{i} {ch}" for i, ch in enumerate(word, start=1)) + f"\n{letter}: {count}"
         if level == "medium":
-            running, steps = 0, []
-            for ch in word:
+            running, lines = 0, []
+            for i, ch in enumerate(word, start=1):
                 running += ch == letter
-                steps.append(f"{ch} {running}")
-            return (f"Spell {word} and keep a running count of {letter}:\n"
-                    + ", ".join(steps) + f"\nTotal: {count}")
+                lines.append(f"{i} {ch}, count {running}" if ch == letter else f"{i} {ch}")
+            return "\n".join(lines) + f"\nTotal: {count}"
         lines = [f"Spell \"{word}\" one letter per line and mark each {letter}:"]
         running, positions = 0, []
         for i, ch in enumerate(word, start=1):
