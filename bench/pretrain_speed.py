@@ -1,9 +1,10 @@
 """Training throughput: our GPT vs ``transformers.GPT2LMHeadModel`` at the same dimensions.
 
-    python bench/pretrain_speed.py                 # CPU, GPT-2-style model, both libraries
+    python bench/pretrain_speed.py                 # CPU, GPT-2-style models, both libraries, 3 shapes
     python bench/pretrain_speed.py --gpu           # CUDA: the gpt2-124m preset, bf16, compiled
 
-CPU mode: both models are GPT-2 style with identical shapes (learned positions,
+CPU mode: at each shape of ``CPU_SHAPES`` (nanoGPT's CPU recipe, the ``tiny`` preset's
+shape, a wider one), both models are GPT-2 style with identical shapes (learned positions,
 LayerNorm, GELU, biases, tied embeddings), the same batch of random tokens, and the same
 optimizer (``torch.optim.AdamW``, non-fused). One *window* = ``--steps`` training steps
 (forward, backward, optimizer step); windows alternate between the two models so that
@@ -71,41 +72,63 @@ def timed(step, steps: int, sync) -> float:
     return time.perf_counter() - t0
 
 
-def cpu_mode(args) -> list[str]:
-    dims = (args.layers, args.heads, args.width, args.context, args.vocab)
+# (label, layers, heads, width, context, vocab, batch): the issue's reference shape first
+CPU_SHAPES = {
+    "nanogpt": ("nanoGPT's CPU recipe, as in the quality benchmark", 4, 4, 128, 64, 65, 12),
+    "tiny": ("the `tiny` preset's shape", 4, 4, 128, 128, 4096, 8),
+    "wide": ("twice as wide and long", 4, 4, 256, 256, 4096, 8),
+}
+
+
+def cpu_shape(args, shape: tuple) -> dict:
+    """Interleaved windows of both models at one shape: median tokens/s of each."""
+    _, n_layer, n_head, width, context, vocab, batch = shape
+    dims = (n_layer, n_head, width, context, vocab)
     torch.manual_seed(0)
-    x = torch.randint(0, args.vocab, (args.batch, args.context))
+    x = torch.randint(0, vocab, (batch, context))
     models = {"ours": ours_model(*dims), "hf": hf_model(*dims)}
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    assert n_params["ours"] == n_params["hf"], n_params
     steps = {k: make_step(m, k, x, torch.autocast("cpu", enabled=False)) for k, m in models.items()}
     for k in steps:
         timed(steps[k], args.warmup, lambda: None)
     rates = {k: [] for k in steps}
-    tokens = args.batch * args.context * args.steps
     for _ in range(args.windows):
         for k in steps:
-            rates[k].append(tokens / timed(steps[k], args.steps, lambda: None))
+            rates[k].append(batch * context * args.steps / timed(steps[k], args.steps, lambda: None))
     med = {k: statistics.median(v) for k, v in rates.items()}
+    return {"params": n_params["ours"], "ours": med["ours"], "hf": med["hf"], "ratio": med["ours"] / med["hf"]}
+
+
+def cpu_mode(args) -> list[str]:
+    rows = []
+    for name in args.shapes:
+        shape = CPU_SHAPES[name]
+        result = cpu_shape(args, shape)
+        label, n_layer, n_head, width, context, vocab, batch = shape
+        rows.append(f"| {n_layer}/{n_head}/{width}/{context}, {vocab:,}, {batch} ({label}) | {result['params']:,} | "
+                    f"{result['ours']:,.0f} | {result['hf']:,.0f} | **{result['ratio']:.2f}x** |")
+        print(rows[-1], flush=True)
     load = os.getloadavg()[0]
+    threads = os.environ.get("OMP_NUM_THREADS")
     return [
         "## Pretraining speed, CPU (`bench/pretrain_speed.py`)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s); load average {load:.1f} at the end (shared machine: "
-        "absolute figures are noisy, the ratio from interleaved windows is the meaningful part).",
+        f"{torch.get_num_threads()} torch thread(s); load average {load:.1f} at the end. Both models GPT-2 style "
+        "with identical shapes and parameter counts (learned positions, LayerNorm, tanh GELU, biases, tied "
+        "embeddings), fp32, eager, the same random batch and the same non-fused `torch.optim.AdamW`; windows of "
+        f"{args.steps} steps alternate between the models (so load changes hit both alike); median of "
+        f"{args.windows} windows after {args.warmup} warmup steps.",
         "",
-        f"Command: `{'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] + ' ' if 'OMP_NUM_THREADS' in os.environ else ''}"
-        f"python bench/pretrain_speed.py --layers {args.layers} --heads {args.heads} --width {args.width} "
-        f"--context {args.context} --vocab {args.vocab} --batch {args.batch}`. GPT-2 style, "
-        f"{n_params['ours']:,} parameters in both ({n_params['hf']:,} for HF); fp32; AdamW; "
-        f"median of {args.windows} windows of {args.steps} steps, after {args.warmup} warmup steps.",
+        "| dims (layers/heads/width/context, vocab, batch) | parameters | lanternlm tokens/s | "
+        "HF `GPT2LMHeadModel` tokens/s | ours / HF |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
         "",
-        "| model | tokens/s (median) | all windows |",
-        "|---|---:|---|",
-        *(f"| {name} | {med[k]:,.0f} | {', '.join(f'{r:,.0f}' for r in rates[k])} |"
-          for k, name in (("ours", "lanternlm `GPT`"), ("hf", "HF `GPT2LMHeadModel`"))),
-        "",
-        f"Ours / HF: **{med['ours'] / med['hf']:.2f}x** (goal >= 1.2x).",
+        f"Command: `{'OMP_NUM_THREADS=' + threads + ' ' if threads else ''}python bench/pretrain_speed.py"
+        f"{' --shapes ' + ','.join(args.shapes) if args.shapes != list(CPU_SHAPES) else ''}"
+        f"{' --windows ' + str(args.windows) if args.windows != 7 else ''}`. Goal: ours >= 1.2x HF.",
     ]
 
 
@@ -159,19 +182,18 @@ def gpu_mode(args) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpu", action="store_true", help="CUDA mode: gpt2-124m, bf16, compiled")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 32 on GPU")
+    parser.add_argument("--shapes", type=lambda v: v.split(","), default=list(CPU_SHAPES),
+                        help=f"CPU shapes, comma-separated, of {list(CPU_SHAPES)} (default: all)")
+    parser.add_argument("--batch", type=int, default=32, help="GPU batch size (CPU shapes fix their own)")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed window (default 3 CPU, 20 GPU)")
-    parser.add_argument("--windows", type=int, default=5, help="timed windows per model (median reported)")
+    parser.add_argument("--windows", type=int, default=7, help="timed windows per model (median reported)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 CPU, 30 GPU)")
     args = parser.parse_args()
+    unknown = [name for name in args.shapes if name not in CPU_SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {unknown}; choose from {list(CPU_SHAPES)}")
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
-    args.batch = args.batch or (32 if args.gpu else 8)
     args.steps = args.steps or (20 if args.gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (30 if args.gpu else 2)
     lines = gpu_mode(args) if args.gpu else cpu_mode(args)
