@@ -42,19 +42,21 @@ from results import write_section  # noqa: E402
 
 
 def goals(result: dict) -> list[str]:
-    """The issue's three quality goals, each with its verdict."""
+    """The issue's quality goals, each with its verdict: on at least two tasks, high beats
+    none by >= 20 points *and* high >= medium >= low; letter counting >= 90 % at every
+    reasoning level."""
     acc = {(r["task"], r["level"]): r["accuracy"] for r in result["rows"]}
     tasks = sorted({t for t, _ in acc})
     gains = {t: acc.get((t, "high"), 0) - acc.get((t, "none"), 0) for t in tasks}
-    big = [t for t in tasks if gains[t] >= 0.20]
     ordered = [t for t in tasks if acc.get((t, "high"), 0) >= acc.get((t, "medium"), 0) >= acc.get((t, "low"), 0)]
+    both = [t for t in tasks if gains[t] >= 0.20 and t in ordered]
     letters = [acc[("letters", lv)] for lv in ("low", "medium", "high") if ("letters", lv) in acc]
     return [
-        f"- high beats none by >= 20 points on >= 2 tasks: **{'met' if len(big) >= 2 else 'missed'}** "
-        f"(gains: " + ", ".join(f"{t} {gains[t] * 100:+.0f}" for t in tasks) + ")",
-        f"- high >= medium >= low: **{'met' if len(ordered) == len(tasks) else 'missed'}** "
-        f"(holds for {', '.join(ordered) or 'no task'})",
-        f"- letter counting >= 90 % with reasoning: **{'met' if letters and min(letters) >= 0.9 else 'missed'}** "
+        f"- on >= 2 tasks, high beats none by >= 20 points and high >= medium >= low: "
+        f"**{'met' if len(both) >= 2 else 'missed'}** (both hold for {', '.join(both) or 'no task'}; "
+        "gains high - none: " + ", ".join(f"{t} {gains[t] * 100:+.0f}" for t in tasks) +
+        f"; high >= medium >= low holds for {', '.join(ordered) or 'no task'})",
+        f"- letter counting >= 90 % at every reasoning level: **{'met' if letters and min(letters) >= 0.9 else 'missed'}** "
         f"(low/medium/high: " + ", ".join(f"{a:.0%}" for a in letters) + ")",
     ]
 
@@ -143,7 +145,7 @@ def main() -> None:
     summary = (json.loads((run / "sft_summary.json").read_text()) if args.skip_sft
                else sft(config, run, resume=args.resume))
     (run / "sft_summary.json").write_text(json.dumps(summary, indent=2))
-    timings["sft_min"] = (time.perf_counter() - t1) / 60
+    timings["sft_min"] = summary["elapsed_s"] / 60 if args.skip_sft else (time.perf_counter() - t1) / 60
 
     t2 = time.perf_counter()
     result = evaluate_run(run, n=args.n)
@@ -158,8 +160,8 @@ def main() -> None:
         "## Thinking helps? (`bench/thinking.py`)" + (f" — {args.label}" if args.label else ""),
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()} CPU, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}; load average {load_before:.1f} at the start (the machine was shared with "
-        f"other engineers' tests: times are noisy, the accuracies are what matters).",
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s); load average {load_before:.1f} "
+        "at the start (times depend on what else runs; the accuracies are what matters).",
         "",
         f"- base: `{base_cfg['config'].get('model')}` preset, {mc['n_layer']} layers, width {mc['n_embd']}, "
         f"{base_steps} pretraining steps on `{base_cfg['config'].get('data')}`",

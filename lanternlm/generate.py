@@ -69,6 +69,25 @@ def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
             if name in tokenizer.special_tokens]
 
 
+def base_vocab_limit(tokenizer: Tokenizer) -> int:
+    """How many ids a base model may sample: everything up to ``<|endoftext|>``.
+
+    The special tokens sit at the end of the vocabulary, ``<|endoftext|>`` first; the chat
+    markers after it were reserved for fine-tuning and never trained in a base model, so
+    sampling one (a small but real chance) only derails the text. If the tokenizer orders
+    its specials otherwise, nothing is cut.
+
+    >>> base_vocab_limit(Tokenizer([], special_tokens=["<|endoftext|>", "<|user|>", "<|end|>"]))
+    257
+    >>> base_vocab_limit(Tokenizer([], special_tokens=["<|user|>", "<|endoftext|>"]))
+    258
+    """
+    others = [i for name, i in tokenizer.special_tokens.items() if name != "<|endoftext|>"]
+    if others and min(others) > tokenizer.special_tokens.get("<|endoftext|>", tokenizer.vocab_size):
+        return min(others)
+    return tokenizer.vocab_size
+
+
 def thinking_budget(tokenizer: Tokenizer, budget: int | None) -> ThinkingBudget | None:
     """The engine's cap on thinking segments (``<|think|>`` ... ``<|/think|>``), None = no cap.
 

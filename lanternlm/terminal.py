@@ -28,7 +28,7 @@ import torch
 
 from .engine import Engine, TokenEvent
 from .errors import LanternError
-from .generate import TextPiece, complete, default_stop_tokens, encode_prompt, stream_text, thinking_budget
+from .generate import TextPiece, base_vocab_limit, complete, default_stop_tokens, encode_prompt, stream_text, thinking_budget
 from .sampling import PRESETS, SamplingParams, preset
 from .tokenizer import Tokenizer
 
@@ -37,14 +37,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 
 def load_engine(run: str, device: str | None = None, dtype: str | None = None) -> tuple[Engine, Tokenizer]:
     """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given;
-    ``int8``: the engine's int8 weights for CPU decoding)."""
+    ``int8``: the engine's int8 weights for CPU decoding). A base model's engine never
+    samples the chat markers (see :func:`base_vocab_limit`)."""
     from .checkpoint import load_run
+    from .inspect.thinking import chat_stage
 
     if dtype is not None and dtype not in DTYPES:
         raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     model, tokenizer = load_run(run, device=device)
+    limit = tokenizer.vocab_size if chat_stage(run) else base_vocab_limit(tokenizer)
     return Engine(model, dtype=DTYPES[dtype] if dtype else None, int8=dtype == "int8",
-                  vocab_limit=tokenizer.vocab_size), tokenizer
+                  vocab_limit=limit), tokenizer
 
 
 # --------------------------------------------------------------------------- probabilities view

@@ -201,3 +201,22 @@ def test_cli_chat_reads_stdin(run_dir, capsys, monkeypatch):
     assert main(["chat", str(run_dir), "--temperature", "0", "--max-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "plain format" in out and " sat on" in out
+
+
+def test_base_model_never_samples_chat_markers(tmp_path, tokenizer):
+    """A base run's engine cuts the special ids after <|endoftext|>; a chat run's keeps them."""
+    import json
+
+    from lanternlm.generate import base_vocab_limit
+    from lanternlm.terminal import load_engine
+
+    user = tokenizer.special_tokens["<|user|>"]
+    save_model(tmp_path, scripted_model([user] * 8, tokenizer.vocab_size, block_size=64))
+    tokenizer.save(tmp_path / "tokenizer.json")
+    engine, _ = load_engine(str(tmp_path))
+    assert engine.vocab_limit == base_vocab_limit(tokenizer) == tokenizer.eot_id + 1
+    out = engine.generate([[tokenizer.eot_id]], max_tokens=6, sampling=SamplingParams(temperature=1.0, seed=0))
+    assert out[0].tokens and all(t <= tokenizer.eot_id for t in out[0].tokens)
+    (tmp_path / "config.json").write_text(json.dumps({"stage": "sft"}))
+    chat_engine, _ = load_engine(str(tmp_path))
+    assert chat_engine.generate([[tokenizer.eot_id]], max_tokens=1, sampling=GREEDY)[0].tokens == [user]
