@@ -87,7 +87,10 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
     rows = []
     bar = progress(total=len(tasks) * len(levels) * n, desc="eval", unit="answer")
     for task in map(get_task, tasks):
-        examples = task.generate(n, seed, split="test")
+        examples = task.generate(n, seed, split="test", at_most=True)
+        if len(examples) < n:
+            logger.warning(f"{task.name}: only {len(examples)} distinct held-out examples; evaluating those")
+            bar.total -= len(levels) * (n - len(examples))
         for level in levels:
             prompts = [render_for_generation(task.to_conversation(ex, level)[:-1], tokenizer, level)
                        for ex in examples]

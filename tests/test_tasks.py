@@ -287,3 +287,13 @@ def test_preview_and_write_mixture(tmp_path):
     path = tmp_path / "mix.jsonl"
     count = write_mixture(path, ["letters", "glue"], 10, seed=1)
     assert count == len(load_jsonl(path)) == len(make_sft_mixture(["letters", "glue"], 10, seed=1))
+
+
+def test_a_task_with_few_test_examples_raises_or_gives_what_it_has():
+    glue = TASKS["glue"]
+    available = glue.generate(10_000, seed=0, split="test", at_most=True)
+    assert 0 < len(available) < 10_000
+    assert len({(e.key, *sorted(e.fields.items())) for e in available}) == len(available)
+    assert glue.generate(len(available), seed=0, split="test") == available
+    with pytest.raises(LanternError, match=f"found only {len(available)} distinct test examples"):
+        glue.generate(len(available) + 1, seed=0, split="test")
