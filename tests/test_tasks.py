@@ -279,7 +279,7 @@ def test_preview_and_write_mixture(tmp_path):
 
     text = preview("letters", n=2, seed=0, reasoning="high")
     example = TASKS["letters"].generate(2, seed=0)[1]
-    assert text.count("--- letters #") == 2 and example.question in text and "<- match" in text
+    assert text.count("--- letters #") == 2 and example.question in text and "one letter per line and mark each" in text
     assert "thinking" not in preview("letters", n=1, reasoning="none")
     tok = Tokenizer.train(["How many a's are in banana?"] * 3, vocab_size=256 + 8 + 5)
     shown = preview("reverse", n=1, reasoning="low", tokenizer=tok)
