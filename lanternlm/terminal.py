@@ -24,6 +24,8 @@ import math
 import sys
 from typing import Protocol, Sequence, TextIO
 
+from pathlib import Path
+
 import torch
 
 from .engine import Engine, TokenEvent
@@ -37,15 +39,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 
 def load_engine(run: str, device: str | None = None, dtype: str | None = None) -> tuple[Engine, Tokenizer]:
     """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given;
-    ``int8``: the engine's int8 weights for CPU decoding). A base model's engine never
-    samples the chat markers (see :func:`base_vocab_limit`)."""
+    ``int8``: the engine's int8 weights for CPU decoding). The engine of a pretraining
+    run (a ``config.json`` without a chat stage) never samples the chat markers (see
+    :func:`base_vocab_limit`); a chat run, or a bare model directory, may."""
     from .checkpoint import load_run
     from .inspect.thinking import chat_stage
 
     if dtype is not None and dtype not in DTYPES:
         raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     model, tokenizer = load_run(run, device=device)
-    limit = tokenizer.vocab_size if chat_stage(run) else base_vocab_limit(tokenizer)
+    pretrained = (Path(run) / "config.json").is_file() and chat_stage(run) is None
+    limit = base_vocab_limit(tokenizer) if pretrained else tokenizer.vocab_size
     return Engine(model, dtype=DTYPES[dtype] if dtype else None, int8=dtype == "int8",
                   vocab_limit=limit), tokenizer
 

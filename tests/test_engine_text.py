@@ -204,7 +204,8 @@ def test_cli_chat_reads_stdin(run_dir, capsys, monkeypatch):
 
 
 def test_base_model_never_samples_chat_markers(tmp_path, tokenizer):
-    """A base run's engine cuts the special ids after <|endoftext|>; a chat run's keeps them."""
+    """A pretraining run's engine cuts the special ids after <|endoftext|>; a chat run's
+    and a bare model directory's keep them."""
     import json
 
     from lanternlm.generate import base_vocab_limit
@@ -213,6 +214,8 @@ def test_base_model_never_samples_chat_markers(tmp_path, tokenizer):
     user = tokenizer.special_tokens["<|user|>"]
     save_model(tmp_path, scripted_model([user] * 8, tokenizer.vocab_size, block_size=64))
     tokenizer.save(tmp_path / "tokenizer.json")
+    assert load_engine(str(tmp_path))[0].vocab_limit == tokenizer.vocab_size  # no config.json
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"data": "shards"}}))  # as pretrain writes
     engine, _ = load_engine(str(tmp_path))
     assert engine.vocab_limit == base_vocab_limit(tokenizer) == tokenizer.eot_id + 1
     out = engine.generate([[tokenizer.eot_id]], max_tokens=6, sampling=SamplingParams(temperature=1.0, seed=0))

@@ -86,7 +86,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
 
     md.append("## 5. The loop\n")
-    limit = tokenizer.vocab_size if chat_stage(run_dir) else base_vocab_limit(tokenizer)
+    limit = tokenizer.vocab_size if chat_stage(run_dir) else base_vocab_limit(tokenizer)  # base: no chat markers
     trace = loop.generation_trace(Engine(model, vocab_limit=limit), tokenizer, prompt, steps,
                                   SamplingParams(temperature=0.7, top_k=10, seed=0))
     loop.plot_loop_strip(trace, output_path(out, "loop.png"))
