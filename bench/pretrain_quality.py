@@ -163,14 +163,16 @@ def main() -> None:
     base = None if args.skip_baseline else run_baseline(text, train_text, val_text, args.minutes)
     load_after = os.getloadavg()[0]
     c = ours["config"]
+    from lanternlm.train.pretrain import model_config_for
+
+    m = model_config_for(c, ours["vocab"])  # the preset's model shape, as trained
     lines = [
         "## Pretraining quality (`bench/pretrain_quality.py`)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"transformers {hf_version}, {torch.get_num_threads()} torch threads. Load average "
-        f"{load_before:.1f} before / {load_after:.1f} after: the machine was shared with other jobs, "
-        "so both models got fewer steps than on a quiet machine (they ran one after the other, "
-        "under similar load).",
+        f"{load_before:.1f} before / {load_after:.1f} after (the models run one after the other, each "
+        "for the same wall-clock budget: other jobs on the machine cost both of them steps).",
         "",
         f"Command: `{'OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] + ' ' if 'OMP_NUM_THREADS' in os.environ else ''}"
         f"python bench/pretrain_quality.py --minutes {args.minutes:g} --vocab {args.vocab}`. "
@@ -179,8 +181,8 @@ def main() -> None:
         "",
         "| model | params | tokens | context | steps in budget | train s | val loss (nats/token) | **val bits/byte** |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| lanternlm `tiny` ({c.n_layer}L/{c.n_embd}w, Llama-style, BPE {ours['vocab']}, "
-        f"{ours['chars_per_token']:.2f} chars/token) | {ours['params']:,} | BPE | {c.block_size} tokens "
+        f"| lanternlm `tiny` ({m.n_layer}L/{m.n_embd}w, Llama-style, BPE {ours['vocab']}, "
+        f"{ours['chars_per_token']:.2f} chars/token) | {ours['params']:,} | BPE | {m.block_size} tokens "
         f"| {ours['steps']:,} | {ours['seconds']:.0f} | {ours['val_loss']:.3f} | **{ours['bpb']:.3f}** |",
     ]
     if base is not None:
@@ -192,7 +194,7 @@ def main() -> None:
                   f"(lower is better; goal: clearly below 1). Reference from the issue: nanoGPT's own "
                   f"code with this recipe reached 2.30 bits/byte after 8,000 iterations (~5.2 min, quiet machine)."]
     lines += ["", f"Our tokenizer training + shard writing took {ours['prep_s']:.1f} s (outside the budget). "
-              f"Our preset: batch {c.batch_size} x {c.block_size}, lr {c.lr:g} (AdamW, betas {c.beta1}/{c.beta2}), "
+              f"Our preset: batch {c.batch_size} x {m.block_size}, lr {c.lr:g} (AdamW, betas {c.beta1}/{c.beta2}), "
               f"{c.warmup_steps} warmup steps then cosine to {c.min_lr_ratio:g} x lr, stretched to the time budget."]
     write_section("pretrain_quality", "\n".join(lines))
     print("\n".join(lines))
