@@ -22,36 +22,42 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Protocol, Sequence, TextIO
-
 from pathlib import Path
+from typing import Protocol, Sequence, TextIO
 
 import torch
 
 from .engine import Engine, TokenEvent
 from .errors import LanternError
-from .generate import TextPiece, base_vocab_limit, complete, default_stop_tokens, encode_prompt, stream_text, thinking_budget
+from .generate import (TextPiece, base_vocab_limit, complete, default_stop_tokens, encode_prompt, stream_text,
+                       thinking_budget)
 from .sampling import PRESETS, SamplingParams, preset
 from .tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
 
 
+def run_vocab_limit(run: str | Path, tokenizer: Tokenizer) -> int:
+    """The ids an engine may sample for ``run``: a pretraining run (a ``config.json``
+    without a chat stage) never samples the chat markers (see :func:`base_vocab_limit`);
+    a chat run, or a bare model directory, may sample every real token."""
+    from .inspect.thinking import chat_stage
+
+    pretrained = (Path(run) / "config.json").is_file() and chat_stage(run) is None
+    return base_vocab_limit(tokenizer) if pretrained else tokenizer.vocab_size
+
+
 def load_engine(run: str, device: str | None = None, dtype: str | None = None) -> tuple[Engine, Tokenizer]:
     """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given;
-    ``int8``: the engine's int8 weights for CPU decoding). The engine of a pretraining
-    run (a ``config.json`` without a chat stage) never samples the chat markers (see
-    :func:`base_vocab_limit`); a chat run, or a bare model directory, may."""
+    ``int8``: the engine's int8 weights for CPU decoding), sampling the ids
+    :func:`run_vocab_limit` allows."""
     from .checkpoint import load_run
-    from .inspect.thinking import chat_stage
 
     if dtype is not None and dtype not in DTYPES:
         raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     model, tokenizer = load_run(run, device=device)
-    pretrained = (Path(run) / "config.json").is_file() and chat_stage(run) is None
-    limit = base_vocab_limit(tokenizer) if pretrained else tokenizer.vocab_size
     return Engine(model, dtype=DTYPES[dtype] if dtype else None, int8=dtype == "int8",
-                  vocab_limit=limit), tokenizer
+                  vocab_limit=run_vocab_limit(run, tokenizer)), tokenizer
 
 
 # --------------------------------------------------------------------------- probabilities view

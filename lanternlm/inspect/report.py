@@ -34,8 +34,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
                  device: str | None = None) -> Path:
     """Write ``out_dir/report.md`` (default ``RUN/report/``) and its PNGs; return the Markdown path."""
     from ..engine import Engine
-    from ..generate import base_vocab_limit
-    from .thinking import chat_stage
+    from ..terminal import run_vocab_limit
     from ..sampling import SamplingParams
     from . import attention, embeddings, loop, loss, memory, next_token, tokens
 
@@ -86,8 +85,8 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
 
     md.append("## 5. The loop\n")
-    limit = tokenizer.vocab_size if chat_stage(run_dir) else base_vocab_limit(tokenizer)  # base: no chat markers
-    trace = loop.generation_trace(Engine(model, vocab_limit=limit), tokenizer, prompt, steps,
+    engine = Engine(model, vocab_limit=run_vocab_limit(run_dir, tokenizer))
+    trace = loop.generation_trace(engine, tokenizer, prompt, steps,
                                   SamplingParams(temperature=0.7, top_k=10, seed=0))
     loop.plot_loop_strip(trace, output_path(out, "loop.png"))
     loop.write_loop_gif(trace, output_path(out, "loop.gif"))

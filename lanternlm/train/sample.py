@@ -24,14 +24,15 @@ def sample(run_dir: str | os.PathLike, prompt: str = "", *, num: int = 3, max_to
     """
     from ..checkpoint import load_run
     from ..engine import Engine
-    from ..generate import base_vocab_limit, complete, default_stop_tokens, encode_prompt
+    from ..generate import complete, default_stop_tokens, encode_prompt
+    from ..terminal import run_vocab_limit
 
     if num < 1 or max_tokens < 1:
         raise LanternError(f"sample: num ({num}) and max_tokens ({max_tokens}) must be >= 1")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
     model, tokenizer = load_run(run_dir, device=dev)
-    engine = Engine(model, device=dev, vocab_limit=base_vocab_limit(tokenizer))
+    engine = Engine(model, device=dev, vocab_limit=run_vocab_limit(run_dir, tokenizer))
     ids = encode_prompt(tokenizer, prompt)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     outs = complete(engine, tokenizer, [ids] * num, max_tokens=max_tokens, sampling=params,
