@@ -20,8 +20,9 @@ Deviations from the original GPT-2 (Radford et al., 2019; the OpenAI TensorFlow 
   before RoPE, as in OLMo-2 / Qwen3) and sliding-window attention (Mistral).
 - Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient
   kernels); a plain reference path computes the same thing and returns the weights.
-- The loss is a mean cross-entropy computed in fp32 (also under bf16 autocast) straight
-  from the last hidden states, in chunks, without storing the (B, T, vocab) logits;
+- Given targets, the forward returns their log-probabilities and the mean cross-entropy,
+  computed in fp32 (also under bf16 autocast) straight from the last hidden states, in
+  chunks, without storing the (B, T, vocab) logits (:func:`lanternlm.loss.token_logprobs`);
   targets equal to -1 are ignored (padding, prompt tokens in fine-tuning).
 - A key/value cache with a length per batch row (GPT-2's code had none).
 - Dropout defaults to 0 (GPT-2 used 0.1); the init is GPT-2's for every family.
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from .config import option
 from .errors import LanternError
+from .loss import token_logprobs
 
 # --------------------------------------------------------------------------- config
 
@@ -552,90 +554,13 @@ class Block(nn.Module):
         return x, weights
 
 
-# --------------------------------------------------------------------------- loss
-
-# fp32 logits the loss holds at once: a bound on memory (GPT-2's 50,304-entry vocabulary
-# at batch 32 x 1024 would need 6.6 GB). Smaller chunks are slower: on CPU, chunks under
-# ~512 rows cost up to 2x in the head's matmuls (measured at vocab 4,096 and 50,304).
-LOSS_CHUNK_BYTES = 512 << 20
-
-
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_rows: int | None = None) -> torch.Tensor:
-    """Mean cross-entropy (nats, fp32) of the logits ``x @ weight.T`` against ``targets``,
-    ignoring targets equal to -1; x (N, C), weight (V, C), targets (N,).
-
-    The value and the gradients are those of ``F.cross_entropy(x @ weight.T, targets,
-    ignore_index=-1)``, computed another way: rows go through in chunks of ``chunk_rows``
-    (default: :data:`LOSS_CHUNK_BYTES` of logits), and when gradients are needed each
-    chunk's logits turn, in place, into their gradient (softmax minus one-hot) on the
-    spot, giving dx and dweight by two matmuls; the backward pass only scales those. No
-    (N, V) log-probabilities, loss-gradient or logits-gradient tensors are ever stored,
-    and the passes over them that separate log-softmax, loss and backward kernels make
-    are saved: 5-10% of a training step for a small model on CPU (``bench/RESULTS.md``).
-
-    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    >>> weight = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])  # logits row 0: [2, 0, 0]
-    >>> round(linear_cross_entropy(x, weight, torch.tensor([0, -1])).item(), 4)  # log(e^2 + 2) - 2
-    0.2395
-    """
-    if chunk_rows is None:
-        chunk_rows = max(1, LOSS_CHUNK_BYTES // (4 * weight.shape[0]))
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x, weight, targets, chunk_rows)
-    return _chunked_cross_entropy(x, weight, targets, chunk_rows, with_grad=False)[0]
-
-
-def _chunked_cross_entropy(x, weight, targets, chunk_rows: int, with_grad: bool):
-    """(mean loss, dloss/dx, dloss/dweight); the two gradients are None without ``with_grad``."""
-    total = torch.zeros((), dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
-    valid = targets != -1
-    count = valid.sum().clamp(min=1).to(total.dtype)
-    safe = targets.clamp(min=0)
-    dx = torch.empty_like(x) if with_grad else None
-    dw = torch.zeros_like(weight, dtype=total.dtype) if with_grad else None
-    for start in range(0, x.shape[0], chunk_rows):
-        rows = slice(start, start + chunk_rows)
-        xc, tc, keep = x[rows], safe[rows], valid[rows].to(total.dtype)
-        logits = xc @ weight.t()  # (n, V), then at least fp32 (also under autocast)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        picked = torch.arange(len(tc), device=x.device), tc
-        target_logit = logits[picked]
-        peak = logits.amax(dim=-1, keepdim=True)
-        exp = logits.sub_(peak).exp_()  # in place: the chunk becomes exp(logit - max)
-        norm = exp.sum(dim=-1, keepdim=True)
-        total += ((peak + norm.log()).squeeze(-1) - target_logit).mul(keep).sum()
-        if with_grad:  # d(mean loss)/dlogits = (softmax - onehot) * keep / count
-            scale = (keep / count).unsqueeze(-1)
-            grad = exp.mul_(scale / norm)
-            grad[picked] -= scale.squeeze(-1)
-            grad = grad.to(weight.dtype)
-            dx[rows] = grad @ weight
-            dw += grad.t() @ xc
-    return total / count, dx, dw
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """:func:`linear_cross_entropy` whose forward already computed the gradients."""
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, chunk_rows):
-        loss, dx, dw = _chunked_cross_entropy(x, weight, targets, chunk_rows, with_grad=True)
-        ctx.save_for_backward(dx, dw.to(weight.dtype))
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        dx, dw = ctx.saved_tensors
-        return dx * grad_loss, dw * grad_loss, None, None
-
-
 # --------------------------------------------------------------------------- the model
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor | None  # (B, T, vocab_size); None when a loss was asked for
-    loss: torch.Tensor | None  # scalar mean cross-entropy (nats), fp32; None without targets
+    logits: torch.Tensor | None  # (B, T, vocab_size); None when targets are given
+    loss: torch.Tensor | None  # mean cross-entropy (nats, fp32) over targets != -1 (reduction "mean")
+    logprobs: torch.Tensor | None  # log-probabilities of the targets under the reduction
     attentions: list[torch.Tensor] | None  # per layer (B, H, T, S) with return_attention=True
 
 
@@ -699,15 +624,19 @@ class GPT(nn.Module):
             total -= sum(m.weight.numel() for m in vocab if m is not None)
         return total
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, return_attention: bool = False,
-                logits_at: torch.Tensor | None = None) -> ModelOutput:
-        """idx (B, T) token ids → logits (B, T, vocab_size); or, if targets (B, T) are
-        given, the loss (mean over targets != -1) with no logits: see
-        :func:`linear_cross_entropy`. With ``cache``, idx continues each row of the
-        cache (see :class:`KVCache`). ``logits_at`` (B,) computes the logits at one
-        position per row only → (B, 1, vocab_size): a prefill needs just each prompt's
-        last position, and the vocabulary-sized head is the costliest matmul."""
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The output head's (vocab_size, n_embd) matrix (the token embeddings when tied)."""
+        return self.wte.weight if self.lm_head is None else self.lm_head.weight
+
+    def hidden(self, idx: torch.Tensor, *, cache: KVCache | None = None, return_attention: bool = False,
+               at: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """idx (B, T) token ids → the final normed hidden states (B, T, C), what the output
+        head reads, and the attention weights of every layer with ``return_attention``.
+
+        With ``cache``, idx continues each row of the cache (see :class:`KVCache`). ``at``
+        (B,) keeps one position per row → (B, 1, C): a prefill needs only each prompt's
+        last position."""
         if idx.ndim != 2:
             raise LanternError(f"token ids must be a (batch, time) tensor, got shape "
                                f"{tuple(idx.shape)}")
@@ -742,16 +671,27 @@ class GPT(nn.Module):
                 attentions.append(weights)
         if cache is not None:
             cache.advance(T)
-        if logits_at is not None:
-            x = x[torch.arange(B, device=x.device), logits_at][:, None]  # (B, 1, C)
-        x = self.norm_f(x)
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        if targets is not None and isinstance(head, torch.Tensor):  # no (B, T, V) logits
-            return ModelOutput(None, linear_cross_entropy(x.flatten(0, 1), head, targets.flatten()),
-                               attentions)
+        if at is not None:
+            x = x[torch.arange(B, device=x.device), at][:, None]  # (B, 1, C)
+        return self.norm_f(x), attentions
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                reduction: str = "mean", vocab_limit: int | None = None,
+                cache: KVCache | None = None, return_attention: bool = False,
+                logits_at: torch.Tensor | None = None) -> ModelOutput:
+        """idx (B, T) token ids → logits (B, T, vocab_size); or, with targets (B, T), no
+        logits but the targets' log-probabilities under ``reduction`` (``"mean"``: also the
+        loss, the mean cross-entropy over targets != -1; ``"none"``: (B, T) per token), see
+        :func:`lanternlm.loss.token_logprobs`. ``cache`` and ``logits_at`` as in
+        :meth:`hidden` (its ``at``)."""
+        x, attentions = self.hidden(idx, cache=cache, return_attention=return_attention, at=logits_at)
+        if targets is not None:
+            if not isinstance(self.head_weight, torch.Tensor):
+                raise LanternError("scoring targets needs the float output head (an int8 copy is "
+                                   "for the engine only)")
+            logprobs = token_logprobs(x, self.head_weight, targets, reduction=reduction,
+                                      vocab_limit=vocab_limit)
+            return ModelOutput(None, -logprobs if reduction == "mean" else None, logprobs, attentions)
         # (B, T, V); calling the head module lets inference swap in a quantized one
         logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
-        loss = None
-        if targets is not None:  # a quantized head has no weight tensor to chunk over
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        return ModelOutput(logits, loss, attentions)
+        return ModelOutput(logits, None, None, attentions)

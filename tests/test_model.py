@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torch.nn as nn
 
 import lanternlm.model as model_module
+import lanternlm.loss as loss_module
 from lanternlm.errors import LanternError
 from lanternlm.model import (MODEL_PRESETS, GPT, GPTConfig, KVCache, attention_mask,
                              flops_per_token, kv_cache_bytes_per_token, matmul_params,
@@ -170,7 +171,7 @@ def test_chunked_loss_matches_cross_entropy_on_logits(config, chunk_rows, monkey
     logits (tied and untied heads, masked targets, chunks that do not divide the rows)."""
     model = make(config)
     if chunk_rows is not None:  # fp32 bytes of 3 rows of logits
-        monkeypatch.setattr(model_module, "LOSS_CHUNK_BYTES", chunk_rows * 4 * model.wte.weight.shape[0])
+        monkeypatch.setattr(loss_module, "LOSS_CHUNK_BYTES", chunk_rows * 4 * model.wte.weight.shape[0])
     idx, targets = tokens(config, 2, 11), tokens(config, 2, 11, seed=3)
     targets[0, :4] = -1
     reference = F.cross_entropy(model(idx).logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
