@@ -46,13 +46,12 @@ from typing import Any, Sequence
 
 from .config import atomic_write_text
 from .errors import LanternError
+from .tokenizer import ASSISTANT, END, END_THINK, EOT as BOS, SYSTEM, THINK, USER
 
 ROLES = ("system", "user", "assistant")
 REASONING_LEVELS = ("none", "low", "medium", "high")
+THINKING_LEVELS = REASONING_LEVELS[1:]  # the levels with a thinking segment
 DEFAULT_REASONING = "medium"
-
-BOS, SYSTEM, USER, ASSISTANT = "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>"
-END, THINK, END_THINK = "<|end|>", "<|think|>", "<|/think|>"
 _REASONING_LINE = re.compile(r"^[ \t]*Reasoning:[ \t]*(\S*)[ \t]*$\n?", re.MULTILINE)
 
 
@@ -214,43 +213,33 @@ def render_for_generation(messages: list[dict], tokenizer, reasoning: str | None
     return rendered.ids + opening
 
 
-def _split_assistant(pieces: list, think, end_think, end) -> tuple[list, list]:
-    """Split an assistant turn's pieces into (thinking, answer) around the markers."""
-    if end in pieces:
-        pieces = pieces[:pieces.index(end)]
-    if end_think in pieces:
-        k = pieces.index(end_think)
-        thinking, answer = pieces[:k], pieces[k + 1:]
-    elif think in pieces:  # thinking opened and never closed (e.g. cut off)
-        thinking, answer = pieces, []
-    else:
-        thinking, answer = [], pieces
-    thinking = [p for p in thinking if p != think]
-    return thinking, answer
+def split_reply(ids: Sequence[int], tokens: ChatTokens) -> tuple[list[int], list[int]]:
+    """A generated assistant turn as ``(thinking ids, answer ids)``, markers removed: the
+    one splitter every reader of a reply uses (terminal, evaluation, glass box, tasks).
 
+    ``ids`` are what the model wrote after the prompt. Everything from ``<|end|>`` on is
+    ignored. The thinking ends at the first ``<|/think|>``, which may close a segment the
+    prompt opened (level ``none`` closes it in the prompt, so its replies are all answer);
+    a ``<|think|>`` never closed (a reply cut off) makes the rest thinking; a reply
+    without markers is all answer.
 
-def parse_assistant(output: str | Sequence[int], tokenizer=None) -> tuple[str, str]:
-    """Split a generated assistant turn into ``(thinking, answer)``, both stripped.
-
-    ``output`` is what follows ``<|assistant|>``: text with the markers written out, or
-    token ids (then pass the ``tokenizer``). Everything from ``<|end|>`` on is ignored;
-    a thinking segment never closed leaves an empty answer.
-
-    >>> parse_assistant("<|think|>1+1=2<|/think|> It is 2.<|end|>junk")
-    ('1+1=2', 'It is 2.')
-    >>> parse_assistant("It is 2.")
-    ('', 'It is 2.')
+    >>> t = ChatTokens(bos=0, system=1, user=2, assistant=3, end=4, think=5, end_think=6)
+    >>> split_reply([5, 10, 11, 6, 12, 4, 99], t)
+    ([10, 11], [12])
+    >>> split_reply([12, 13], t), split_reply([5, 10, 11], t), split_reply([10, 6, 12], t)
+    (([], [12, 13]), ([10, 11], []), ([10], [12]))
     """
-    if isinstance(output, str):
-        pieces = [p for p in re.split(f"({re.escape(THINK)}|{re.escape(END_THINK)}|{re.escape(END)})",
-                                      output) if p]
-        thinking, answer = _split_assistant(pieces, THINK, END_THINK, END)
-        return "".join(thinking).strip(), "".join(answer).strip()
-    if tokenizer is None:
-        raise LanternError("parse_assistant: token ids need the tokenizer to decode them")
-    t = ChatTokens.of(tokenizer)
-    thinking, answer = _split_assistant(list(output), t.think, t.end_think, t.end)
-    return tokenizer.decode(thinking).strip(), tokenizer.decode(answer).strip()
+    ids = list(ids)
+    if tokens.end in ids:
+        ids = ids[:ids.index(tokens.end)]
+    if tokens.end_think in ids:
+        k = ids.index(tokens.end_think)
+        thinking, answer = ids[:k], ids[k + 1:]
+    elif tokens.think in ids:
+        thinking, answer = ids[ids.index(tokens.think):], []
+    else:
+        thinking, answer = [], ids
+    return [t for t in thinking if t != tokens.think], answer
 
 
 # --------------------------------------------------------------------------- packing

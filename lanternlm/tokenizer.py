@@ -55,12 +55,12 @@ GPT4_SPLIT_PATTERN = (
 )
 """The GPT-4 (``cl100k_base``) pre-split regex: the default for training and encoding."""
 
-DEFAULT_SPECIAL_TOKENS = [
-    "<|endoftext|>",   # document separator (written *before* each document in shards)
-    "<|pad|>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",   # chat turns
-    "<|think|>", "<|/think|>",                               # thinking segment
-]
+EOT = "<|endoftext|>"  # document separator (written *before* each document in shards)
+PAD = "<|pad|>"  # fills the rows of a batch after their end
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"  # chat turns
+THINK, END_THINK = "<|think|>", "<|/think|>"  # a thinking segment (see lanternlm.chat)
+
+DEFAULT_SPECIAL_TOKENS = [EOT, PAD, SYSTEM, USER, ASSISTANT, END, THINK, END_THINK]
 """Reserved from the start, so chat fine-tuning later needs no retraining."""
 
 FORMAT = "lanternlm-tokenizer"
@@ -531,7 +531,12 @@ class Tokenizer:
     @property
     def eot_id(self) -> int:
         """Id of ``<|endoftext|>``, the document separator."""
-        return self.special_id("<|endoftext|>")
+        return self.special_id(EOT)
+
+    @property
+    def pad_id(self) -> int:
+        """Id that fills batch rows after their end: ``<|pad|>``, else ``<|endoftext|>``."""
+        return self.special_tokens.get(PAD, self.eot_id)
 
     # ------------------------------------------------------------------ persistence
 

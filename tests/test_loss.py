@@ -3,16 +3,13 @@ the full logits, the engine's own log-probabilities, and the memory it saves."""
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from lanternlm.engine import Engine
 from lanternlm.errors import LanternError
+from lanternlm.inspect.memory import LiveBytes
 from lanternlm.loss import token_logprobs
 from lanternlm.model import GPT, GPTConfig
 from lanternlm.sampling import SamplingParams
@@ -100,30 +97,6 @@ def test_scores_equal_the_engines_logprobs_of_a_sampled_sequence():
     torch.testing.assert_close(scored, torch.tensor(completion.logprobs), atol=1e-5, rtol=0)
 
 
-class PeakMemory(TorchDispatchMode):
-    """The most bytes of tensor storage alive at once while the mode is on."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.peak, self.sizes = 0, 0, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if key not in self.sizes and storage.nbytes():
-                    self.sizes[key] = storage.nbytes()
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(storage, self._free, key)
-        return out
-
-    def _free(self, key):
-        self.live -= self.sizes.pop(key, 0)
-
-
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_peak_memory_at_gpt2_vocabulary_is_far_below_the_full_logits(reduction):
     torch.manual_seed(0)
@@ -132,7 +105,7 @@ def test_peak_memory_at_gpt2_vocabulary_is_far_below_the_full_logits(reduction):
     targets = torch.randint(0, v, (n,))
     peaks = {}
     for name in ("full", "ours"):
-        with PeakMemory() as mode:
+        with LiveBytes() as mode:
             if name == "full":
                 lp = torch.log_softmax(x @ w.t(), -1).gather(1, targets[:, None])[:, 0]
                 lp = lp.mean() if reduction == "mean" else lp
