@@ -59,12 +59,22 @@ def save_model(directory: str | os.PathLike, model: GPT) -> Path:
     return directory
 
 
-def load_config(directory: str | os.PathLike) -> GPTConfig:
-    """Read the architecture from ``directory/model.json`` (clear errors for bad files)."""
+def _meta(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise LanternError(f"{path}: no such file; is {directory} a model or run directory?")
-    meta = read_json(path, FORMAT)
+    return read_json(path, FORMAT)
+
+
+def saved_dtype(directory: str | os.PathLike) -> str:
+    """The dtype the weights were saved in (``model.json``'s ``dtype``), e.g. ``float32``."""
+    return str(_meta(directory).get("dtype", "unknown"))
+
+
+def load_config(directory: str | os.PathLike) -> GPTConfig:
+    """Read the architecture from ``directory/model.json`` (clear errors for bad files)."""
+    path = Path(directory) / CONFIG_FILE
+    meta = _meta(directory)
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise LanternError(f"{path}: field 'config' is missing or not an object")

@@ -28,6 +28,10 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
     return fn
 
 
+def _add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto, CUDA when available, else the CPU)")
+
+
 def _read_text_arg(text: str) -> str:
     """A TEXT argument, or standard input when it is ``-``."""
     return sys.stdin.read() if text == "-" else text
@@ -242,7 +246,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    _add_device_flag(p)
     p.set_defaults(func=_sample)
 
 
@@ -262,7 +266,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    help="temperature/top-p pair from the cheat sheet; flags given override it")
     add_arguments(p, SamplingParams)
     p.add_argument("--max-tokens", type=int, default=200, help="most tokens to generate (default: 200)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: where the weights load)")
+    _add_device_flag(p)
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "int8"],
                    help="cast the weights (default: as saved); int8: quantized weights, fastest on CPU")
 
@@ -323,18 +327,19 @@ def _generate(args: argparse.Namespace) -> int:
 @command
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a run's model in the terminal",
-                       description="An interactive chat. Base models (--format plain) continue "
-                                   "one running text; chat models (--format chat) answer turns. "
+                       description="An interactive chat. Chat models (from lantern sft, ...) answer "
+                                   "turns; base models continue one running text. "
                                    "Type /help inside for commands (/reset, /temp 0.7, /preset "
                                    "chatbot, /quit, ...).")
     p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
     _add_sampling_flags(p)
-    p.add_argument("--format", choices=["plain", "chat"], default="plain",
-                   help="plain: the history is one text the model continues (base models); "
-                        "chat: user/assistant turns (chat models) (default: plain)")
-    p.add_argument("--system", help="system message (--format chat)")
-    _add_thinking_flags(p, "reasoning level of a chat model (--format chat; default: the system "
-                           "message's 'Reasoning:' line, else medium)")
+    p.add_argument("--format", choices=["plain", "chat"],
+                   help="override the run's format: plain, the history is one text the model "
+                        "continues; chat, user/assistant turns (default: chat for a chat model, "
+                        "plain for a base model)")
+    p.add_argument("--system", help="system message (chat models)")
+    _add_thinking_flags(p, "reasoning level of a chat model (default: the system message's "
+                           "'Reasoning:' line, else medium)")
     p.set_defaults(func=_chat)
 
 
@@ -417,7 +422,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
             v.add_argument("text", metavar="TEXT", help="the text ('-' reads standard input)")
         v.add_argument("--out", metavar="DIR", help="folder for the pictures")
         if run:
-            v.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+            _add_device_flag(v)
         v.set_defaults(func=func)
         return v
 
@@ -461,7 +466,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
              _inspect_thinking, text=False)
     v.add_argument("--task", required=True, help="task name (see lantern tasks show)")
     v.add_argument("-n", type=int, default=20, help="held-out questions per level (default: 20)")
-    v.add_argument("--max-tokens", type=int, default=128, help="longest answer (default: 128)")
+    v.add_argument("--max-tokens", type=int, default=320, help="longest answer (default: 320, as lantern eval)")
     v = view("memory", "weights + KV cache + activations by dtype, estimated and measured for one forward",
              _inspect_memory, text=False)
     v.add_argument("--context", type=int, help="tokens in the prefill (default: the context window)")
@@ -596,7 +601,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bpb-tokens", type=int, default=32768,
                    help="validation tokens for bits per byte (0 = skip; default: 32768)")
     p.add_argument("--seed", type=int, default=0, help="which held-out examples (default: 0)")
-    p.add_argument("--device", help="cpu, cuda, ... (default: where the weights load)")
+    _add_device_flag(p)
     p.set_defaults(func=_eval)
 
 

@@ -6,12 +6,12 @@ For each task and each level (``none`` = no thinking, ``low``, ``medium``, ``hig
    with :func:`lanternlm.chat.render_for_generation` (the level in the system line);
 2. the one :class:`~lanternlm.engine.Engine` answers them in batches, greedily
    (temperature 0), stopping at ``<|end|>``, optionally with a thinking budget;
-3. each completion is split into thinking and answer (:func:`split_completion`, on ids)
-   and scored by the task's own :meth:`~lanternlm.tasks.base.Task.evaluate`.
+3. each completion is judged by the task's own :meth:`~lanternlm.tasks.base.Task.grade`
+   (thinking and answer split on ids by :func:`lanternlm.chat.split_reply`).
 
 The table reports correct / examples, accuracy, the mean thinking length in tokens and how
 many answers never reached ``<|end|>``. Beside it, **bits per byte** on the validation shards
-of the pretraining run at the root of the run's lineage (``config.json``'s ``base`` links),
+of the pretraining run at the root of the run's lineage (:meth:`lanternlm.run.Run.lineage`),
 for the model and for that base model: the difference is what fine-tuning cost on ordinary
 text. Results go to ``RUN/eval.json`` and a chart ``RUN/eval.png``.
 """
@@ -26,42 +26,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .chat import REASONING_LEVELS, ChatTokens, render_for_generation
+from .chat import REASONING_LEVELS, ChatTokens, render_for_generation, split_reply
 from .config import atomic_write_text
 from .errors import LanternError
 from .log import logger, progress
+from .run import Run
 
 EVAL_FILE = "eval.json"
-
-
-def split_completion(ids: Sequence[int], tokens: ChatTokens, level: str) -> tuple[list[int], list[int]]:
-    """A generated assistant turn as ``(thinking ids, answer ids)``, markers removed.
-
-    At level ``none`` the prompt already closed the thinking segment, so everything is
-    answer. Generation stops at ``<|end|>``, which is not part of ``ids``; a segment never
-    closed is all thinking.
-
-    >>> t = ChatTokens(bos=0, system=1, user=2, assistant=3, end=4, think=5, end_think=6)
-    >>> split_completion([5, 10, 11, 6, 12], t, "high")
-    ([10, 11], [12])
-    >>> split_completion([12, 13], t, "none")
-    ([], [12, 13])
-    >>> split_completion([5, 10, 11], t, "low")
-    ([10, 11], [])
-    """
-    ids = list(ids)
-    if tokens.end in ids:
-        ids = ids[:ids.index(tokens.end)]
-    if level == "none":
-        return [], ids
-    if tokens.end_think in ids:
-        k = ids.index(tokens.end_think)
-        thinking, answer = ids[:k], ids[k + 1:]
-    elif tokens.think in ids:
-        thinking, answer = ids, []
-    else:
-        thinking, answer = [], ids
-    return [t for t in thinking if t != tokens.think], answer
 
 
 def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str] = REASONING_LEVELS,
@@ -101,15 +72,13 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
                 completions = engine.generate(batch, max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0),
                                               stop_tokens=[chat.end], truncate="left", thinking=budget)
                 for ex, c in zip(examples[start:start + batch_size], completions):
-                    thinking, answer = split_completion(c.tokens, chat, level)
-                    text = tokenizer.decode(answer).strip()
-                    ok = task.evaluate(ex, text)
-                    correct += ok
+                    graded = task.grade(ex, c.tokens, tokenizer)
+                    correct += graded.correct
                     unfinished += c.finish_reason != "stop"
-                    thought += len(thinking)
+                    thought += len(graded.thinking)
                     if len(samples) < keep_examples:
-                        samples.append({"question": ex.question, "thinking": tokenizer.decode(thinking).strip(),
-                                        "answer": text, "expected": ex.answer, "correct": bool(ok)})
+                        samples.append({"question": ex.question, "thinking": tokenizer.decode(graded.thinking).strip(),
+                                        "answer": graded.answer, "expected": ex.answer, "correct": graded.correct})
                 bar.update(len(batch))
             rows.append({"task": task.name, "level": level, "examples": len(examples), "correct": correct,
                          "accuracy": correct / len(examples), "mean_thinking_tokens": thought / len(examples),
@@ -121,46 +90,33 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
 # --------------------------------------------------------------------------- bits per byte
 
 
-def pretraining_root(run: str | os.PathLike) -> Path | None:
-    """The pretraining run at the root of ``run``'s lineage (following ``config.json``'s
-    ``base``), or None when a link is missing (e.g. a model imported without a config)."""
-    run, seen = Path(run), set()
-    while run.resolve() not in seen:
-        seen.add(run.resolve())
-        path = run / "config.json"
-        if not path.is_file():
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "base" not in data:
-            return run if data.get("config", {}).get("data") else None
-        run = Path(data["base"])
-    raise LanternError(f"{run}: the runs' 'base' links form a loop")
-
-
 @torch.no_grad()
-def validation_bpb(models: dict[str, Any], root: Path, tokens: int = 32768, batch_size: int = 8) -> dict[str, float]:
-    """Bits per byte of each model on the first ``tokens`` validation tokens of ``root``'s shards.
+def validation_bpb(models: dict[str, tuple[Any, int]], root: Run, tokens: int = 32768,
+                   batch_size: int = 8) -> dict[str, float]:
+    """Bits per byte of each ``(model, vocab_limit)`` on the first ``tokens`` validation
+    tokens of the pretraining run ``root``'s shards.
 
-    Windows are the base model's context (``root``'s ``model.json``), so every model is
-    scored on the same text as pretraining's own evaluation.
+    Windows are the base model's context, so every model is scored on the same text as
+    pretraining's own evaluation, each by the vocabulary rule its engine samples by.
     """
-    from .checkpoint import load_config
     from .data.loader import eval_batches
     from .data.shards import open_shards
     from .train.distributed import DistInfo
     from .train.pretrain import evaluate
 
-    data = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]["data"]
-    shards = open_shards(data)
+    if "data" not in root.config:
+        raise LanternError(f"{root.path}: its record names no token shards (config 'data')")
+    shards = open_shards(root.config["data"])
     tokenizer = shards.tokenizer()
-    block = load_config(root).block_size
+    block = root.model_config.block_size
     result = {}
-    for name, model in models.items():
+    for name, (model, vocab_limit) in models.items():
         device = next(model.parameters()).device
         lengths = torch.zeros(model.config.vocab_size, dtype=torch.long)
         lengths[:tokenizer.vocab_size] = torch.tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
         batches = eval_batches(shards.split("val"), batch_size, block, tokens, device=device)
-        result[name] = evaluate(model, batches, lengths.to(device), nullcontext(), DistInfo(0, 0, 1, device))["bpb"]
+        result[name] = evaluate(model, batches, lengths.to(device), nullcontext(), DistInfo(0, 0, 1, device),
+                                vocab_limit=vocab_limit)["bpb"]
     return result
 
 
@@ -175,39 +131,33 @@ def evaluate_run(run: str | os.PathLike, tasks: Sequence[str] | None = None,
 
     ``tasks`` defaults to the ones the run was fine-tuned on (else all built-in tasks).
     """
-    from .checkpoint import load_model
-    from .inspect.thinking import chat_stage
     from .tasks import TASKS
-    from .terminal import load_engine
 
-    run = Path(run)
-    config_path = run / "config.json"
-    stage = chat_stage(run)
-    if stage is None:
-        logger.warning(f"{run}: not marked as a chat model (no \"stage\" in config.json); a base model "
-                       f"has never seen the chat format, so expect accuracy near 0")
+    loaded = Run(run)
+    run = loaded.path
+    if not loaded.chat:
+        logger.warning(f"{run}: a {loaded.stage or 'bare'} model, not a chat model; it has never seen "
+                       f"the chat format, so expect accuracy near 0")
     if tasks is None:
-        trained = json.loads(config_path.read_text(encoding="utf-8")).get("config", {}).get("tasks") \
-            if config_path.is_file() else None
-        tasks = list(trained) if trained else list(TASKS)
-    engine, tokenizer = load_engine(str(run), device=device)
+        tasks = list(loaded.config.get("tasks") or TASKS)
+    engine, tokenizer = loaded.engine(device), loaded.tokenizer
     rows = evaluate_tasks(engine, tokenizer, tasks, levels, n, seed=seed, max_tokens=max_tokens,
                           batch_size=batch_size, thinking_budget=thinking_budget)
-    result: dict[str, Any] = {"run": str(run), "stage": stage, "n": n, "seed": seed, "max_tokens": max_tokens,
-                              "thinking_budget": thinking_budget, "rows": rows}
-    root = pretraining_root(run)
-    if root is None or bpb_tokens <= 0:
-        logger.info("bits per byte skipped: no pretraining run with shards in this run's lineage")
-    else:
-        try:
-            models = {"model": engine.model}
-            if root.resolve() != run.resolve():
-                models["base"] = load_model(root, device=engine.device)
-            result.update({"bpb": None, "base_bpb": None, "bpb_data": str(root)})
+    result: dict[str, Any] = {"run": str(run), "stage": loaded.stage, "n": n, "seed": seed,
+                              "max_tokens": max_tokens, "thinking_budget": thinking_budget, "rows": rows}
+    try:
+        root = loaded.pretraining() if bpb_tokens > 0 else None
+        if root is None:
+            logger.info("bits per byte skipped: no pretraining run in this run's lineage")
+        else:
+            models = {"model": (engine.model, loaded.vocab_limit)}
+            if root.path.resolve() != run.resolve():
+                models["base"] = (root.model(engine.device), root.vocab_limit)
+            result.update({"bpb": None, "base_bpb": None, "bpb_data": str(root.path)})
             scores = validation_bpb(models, root, tokens=bpb_tokens)
             result["bpb"], result["base_bpb"] = scores["model"], scores.get("base")
-        except LanternError as err:  # the shards moved or changed: the table still stands
-            logger.warning(f"bits per byte skipped: {err}")
+    except LanternError as err:  # the parent or its shards moved or changed: the table still stands
+        logger.warning(f"bits per byte skipped: {err}")
     if write:
         atomic_write_text(run / EVAL_FILE, json.dumps(result, indent=2) + "\n")
         plot_eval(result, run / "eval.png")
@@ -277,9 +227,9 @@ def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
     """
     from .generate import thinking_budget as budget_for
     from .sampling import SamplingParams
-    from .terminal import load_engine
 
-    engine, tokenizer = load_engine(str(run), device=device)
+    loaded = Run(run)
+    engine, tokenizer = loaded.engine(device), loaded.tokenizer
     chat = ChatTokens.of(tokenizer)
     budget = budget_for(tokenizer, thinking_budget)
     lines = []
@@ -291,7 +241,7 @@ def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
             prompt = render_for_generation(messages, tokenizer, level)
             out = engine.generate([prompt], max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0),
                                   stop_tokens=[chat.end], truncate="left", thinking=budget)[0]
-            thinking, answer = split_completion(out.tokens, chat, level)
+            thinking, answer = split_reply(out.tokens, chat)
             if show_thinking and thinking:
                 lines += [f"  [thinking, {level}] {line}" for line in tokenizer.decode(thinking).strip().splitlines()]
             lines.append(f"assistant ({level}): {tokenizer.decode(answer).strip()}")

@@ -7,7 +7,6 @@ memory needed to run the model. The tests check the formulas against real tensor
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,14 +181,14 @@ def info(target: str | None = None, batch_size: int = 1, context: int | None = N
     if target in MODEL_PRESETS:
         return describe_model(MODEL_PRESETS[target], f"preset {target}", batch_size, context)
     if Path(target).is_dir():
-        from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_config
+        from .checkpoint import WEIGHTS_FILE, saved_dtype
+        from .run import Run
 
-        config = load_config(target)
-        saved = json.loads((Path(target) / CONFIG_FILE).read_text(encoding="utf-8"))
-        weights = Path(target) / WEIGHTS_FILE
+        run = Run(target)
+        weights = run.path / WEIGHTS_FILE
         on_disk = format_bytes(weights.stat().st_size) if weights.is_file() else "missing"
-        title = (f"model in {target} (weights {on_disk} on disk, saved as "
-                 f"{saved.get('dtype', '?')})")
-        return describe_model(config, title, batch_size, context)
+        title = (f"{run.stage or 'bare'} model in {target} (weights {on_disk} on disk, saved as "
+                 f"{saved_dtype(run.path)})")
+        return describe_model(run.model_config, title, batch_size, context)
     raise LanternError(f"{target!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor a "
                        "model/run directory")

@@ -22,72 +22,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from pathlib import Path
 from typing import Protocol, Sequence, TextIO
 
-import torch
-
+from .chat import REASONING_LEVELS, ChatTokens, render_for_generation, split_reply
 from .engine import Engine, TokenEvent
 from .errors import LanternError
-from .generate import (TextPiece, base_vocab_limit, complete, default_stop_tokens, encode_prompt, stream_text,
-                       thinking_budget)
+from .generate import TextPiece, complete, default_stop_tokens, encode_prompt, stream_text, thinking_budget
+from .inspect.common import bar
+from .run import Run
 from .sampling import PRESETS, SamplingParams, preset
-from .tokenizer import Tokenizer
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
-
-
-def run_vocab_limit(run: str | Path, tokenizer: Tokenizer) -> int:
-    """The ids an engine may sample for ``run``: a pretraining run (a ``config.json``
-    without a chat stage) never samples the chat markers (see :func:`base_vocab_limit`);
-    a chat run, or a bare model directory, may sample every real token."""
-    from .inspect.thinking import chat_stage
-
-    pretrained = (Path(run) / "config.json").is_file() and chat_stage(run) is None
-    return base_vocab_limit(tokenizer) if pretrained else tokenizer.vocab_size
-
-
-def load_engine(run: str, device: str | None = None, dtype: str | None = None) -> tuple[Engine, Tokenizer]:
-    """The engine and tokenizer of a run directory (weights cast to ``dtype`` if given;
-    ``int8``: the engine's int8 weights for CPU decoding), sampling the ids
-    :func:`run_vocab_limit` allows."""
-    from .checkpoint import load_run
-
-    if dtype is not None and dtype not in DTYPES:
-        raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    model, tokenizer = load_run(run, device=device)
-    return Engine(model, dtype=DTYPES[dtype] if dtype else None, int8=dtype == "int8",
-                  vocab_limit=run_vocab_limit(run, tokenizer)), tokenizer
+from .tokenizer import END_THINK, THINK, Tokenizer
 
 
 # --------------------------------------------------------------------------- probabilities view
-
-
-def token_label(tokenizer: Tokenizer, token: int) -> str:
-    """A token as a quoted literal: text where its bytes are whole characters, else bytes.
-
-    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
-    >>> token_label(tok, 10), token_label(tok, 0xC3), token_label(tok, 256)
-    ("'\\\\n'", "b'\\\\xc3'", '<|endoftext|>')
-    """
-    if token in tokenizer.special_tokens.values():
-        return tokenizer.decode([token])
-    piece = tokenizer.token_bytes(token)
-    try:
-        return repr(piece.decode("utf-8"))
-    except UnicodeDecodeError:
-        return repr(piece)
-
-
-def bar(fraction: float, width: int) -> str:
-    """A horizontal bar of ``fraction * width`` cells, in eighths of a cell.
-
-    >>> bar(0.5, 4), bar(0.53, 4), bar(0.0, 4)
-    ('██', '██▏', '')
-    """
-    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
-    full, part = divmod(eighths, 8)
-    return "█" * full + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[part]
 
 
 def probs_table(tokenizer: Tokenizer, event: TokenEvent, bar_width: int = 20) -> str:
@@ -103,7 +50,7 @@ def probs_table(tokenizer: Tokenizer, event: TokenEvent, bar_width: int = 20) ->
         order.append(event.token)
     raw[event.token] = math.exp(event.logprob)
     filtered[event.token] = math.exp(event.sampled_logprob)
-    labels = {t: token_label(tokenizer, t) for t in order}
+    labels = {t: tokenizer.token_label(t) for t in order}
     width = max(12, *(len(label) for label in labels.values()))
     status = f"  [{event.finish_reason}]" if event.finish_reason else ""
     lines = [f"step {event.index + 1}: picked {labels[event.token]}  "
@@ -139,8 +86,7 @@ class ThinkingFilter:
     """
 
     def __init__(self, tokenizer: Tokenizer, show: bool, inside: bool = False) -> None:
-        self.think, self.end_think = (tokenizer.special_tokens.get("<|think|>"),
-                                      tokenizer.special_tokens.get("<|/think|>"))
+        self.think, self.end_think = tokenizer.special_tokens.get(THINK), tokenizer.special_tokens.get(END_THINK)
         self.show, self.inside = show, inside
 
     def text(self, token: int, text: str) -> str:
@@ -180,11 +126,10 @@ def generate_command(run: str, prompt: str, *, sampling: SamplingParams, max_tok
         raise LanternError("--show-probs shows one generation step by step: use it with --num 1")
     if reasoning is None and (system is not None or show_thinking):
         raise LanternError("--system and --show-thinking need --reasoning (a chat model's turn)")
-    engine, tokenizer = load_engine(run, device, dtype)
+    loaded = Run(run)
+    engine, tokenizer = loaded.engine(device, dtype), loaded.tokenizer
     budget = thinking_budget(tokenizer, thinking_budget_tokens)
     if reasoning is not None:
-        from .chat import render_for_generation
-
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = render_for_generation(messages, tokenizer, reasoning)
         shown = ThinkingFilter(tokenizer, show_thinking)
@@ -193,14 +138,13 @@ def generate_command(run: str, prompt: str, *, sampling: SamplingParams, max_tok
         ids = encode_prompt(tokenizer, prompt, bos)
         shown, head = None, prompt
     if num > 1:
-        results = complete(engine, tokenizer, [ids] * num, max_tokens=max_tokens,
+        results = complete(engine, tokenizer, [ids], n=num, max_tokens=max_tokens,
                            sampling=sampling, stop=stop, truncate=truncate, thinking=budget)
         for i, result in enumerate(results):
             text = result.text
             if shown is not None:
-                from .chat import parse_assistant
-
-                thinking, answer = parse_assistant(text)
+                thinking, answer = (tokenizer.decode(part).strip()
+                                    for part in split_reply(result.tokens, ChatTokens.of(tokenizer)))
                 text = f"[thinking] {thinking} [/thinking]\n{answer}" if show_thinking and thinking else answer
             out.write(f"── sample {i + 1} of {num} ({result.finish_reason}) ──\n{head}{text}\n")
         return 0
@@ -237,8 +181,9 @@ class ChatFormat(Protocol):
     def stop_tokens(self, tokenizer: Tokenizer) -> list[int]:
         """Ids that end the model's reply."""
 
-    def remember(self, history: list[dict], user: str, reply: str) -> None:
-        """Add the exchange to ``history``."""
+    def remember(self, tokenizer: Tokenizer, history: list[dict], user: str, reply: str,
+                 reply_ids: list[int]) -> None:
+        """Add the exchange (the reply's text and the ids it came from) to ``history``."""
 
 
 class PlainCompletion:
@@ -268,7 +213,8 @@ class PlainCompletion:
     def stop_tokens(self, tokenizer: Tokenizer) -> list[int]:
         return [tokenizer.eot_id]
 
-    def remember(self, history: list[dict], user: str, reply: str) -> None:
+    def remember(self, tokenizer: Tokenizer, history: list[dict], user: str, reply: str,
+                 reply_ids: list[int]) -> None:
         history.append({"text": self.user_piece(history, user)})
         history.append({"text": reply})
 
@@ -291,19 +237,16 @@ class ChatTemplate:
         return head + history + [{"role": "user", "content": user}]
 
     def prompt_ids(self, tokenizer: Tokenizer, history: list[dict], user: str) -> list[int]:
-        from .chat import render_for_generation
-
         return render_for_generation(self.messages(history, user), tokenizer, self.reasoning)
 
     def stop_tokens(self, tokenizer: Tokenizer) -> list[int]:
         return default_stop_tokens(tokenizer)
 
-    def remember(self, history: list[dict], user: str, reply: str) -> None:
-        from .chat import parse_assistant
-
-        _, answer = parse_assistant(reply)
+    def remember(self, tokenizer: Tokenizer, history: list[dict], user: str, reply: str,
+                 reply_ids: list[int]) -> None:
+        _, answer = split_reply(reply_ids, ChatTokens.of(tokenizer))
         history.append({"role": "user", "content": user})
-        history.append({"role": "assistant", "content": answer})
+        history.append({"role": "assistant", "content": tokenizer.decode(answer).strip()})
 
 
 CHAT_FORMATS = {"plain": PlainCompletion, "chat": ChatTemplate}
@@ -313,7 +256,7 @@ CHAT_HELP = """commands:
   /temp X              temperature (0 = greedy)
   /top_k N, /top_p X, /min_p X, /penalty X, /seed N   sampling settings
   /max_tokens N        longest reply
-  /reasoning LEVEL     none, low, medium or high (--format chat)
+  /reasoning LEVEL     none, low, medium or high (chat models)
   /budget N            thinking budget in tokens (none = no limit)
   /thinking on|off     show or hide the thinking
   /preset NAME         one of: {presets}
@@ -385,10 +328,8 @@ class ChatSession:
 
     def thinking_command(self, name: str, value: str) -> str:
         """``/reasoning LEVEL``, ``/budget N|none``, ``/thinking on|off`` (chat format only)."""
-        from .chat import REASONING_LEVELS
-
         if not isinstance(self.format, ChatTemplate):
-            return f"{name}: thinking needs a chat model (--format chat)"
+            return f"{name}: thinking needs a chat model (this one continues plain text)"
         if name == "/reasoning":
             if value not in REASONING_LEVELS:
                 return f"{name}: choose one of {', '.join(REASONING_LEVELS)}"
@@ -414,17 +355,19 @@ class ChatSession:
         ids = self.format.prompt_ids(self.tokenizer, self.history, user)
         chat = isinstance(self.format, ChatTemplate)
         shown = ThinkingFilter(self.tokenizer, self.show_thinking) if chat else None
-        text = []
+        text, reply_ids = [], []
         for piece in stream_text(self.engine, self.tokenizer, [ids], max_tokens=self.max_tokens,
                                  sampling=self.sampling,
                                  stop_tokens=self.format.stop_tokens(self.tokenizer),
                                  truncate="left",
                                  thinking=thinking_budget(self.tokenizer, self.thinking_budget) if chat else None):
             text.append(piece.text)
+            if piece.event.finish_reason != "stop":  # a stop token is not part of the reply
+                reply_ids.append(piece.event.token)
             out.write(shown.piece(piece) if shown is not None else piece.text)
             out.flush()
         reply = "".join(text)
-        self.format.remember(self.history, user, reply)
+        self.format.remember(self.tokenizer, self.history, user, reply, reply_ids)
         return reply
 
 
@@ -456,21 +399,24 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
 
 
 def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
-                 format: str = "plain", system: str | None = None, reasoning: str | None = None,
+                 format: str | None = None, system: str | None = None, reasoning: str | None = None,
                  thinking_budget_tokens: int | None = None, show_thinking: bool = False,
                  device: str | None = None, dtype: str | None = None, lines: TextIO | None = None,
                  out: TextIO | None = None) -> int:
     """``lantern chat``: an interactive chat with a run's model on the terminal (stdin/stdout
-    unless other streams are given)."""
+    unless other streams are given). The format follows the run (chat turns for a chat
+    model, one running text for a base model) unless ``format`` says otherwise."""
+    loaded = Run(run)
+    format = format or ("chat" if loaded.chat else "plain")
     if format not in CHAT_FORMATS:
         raise LanternError(f"--format {format!r}: choose one of {', '.join(CHAT_FORMATS)}")
     if format != "chat" and (system is not None or reasoning is not None
                              or thinking_budget_tokens is not None or show_thinking):
-        raise LanternError("--system, --reasoning, --thinking-budget and --show-thinking need "
-                           "--format chat (a base model has no turns and no thinking)")
+        raise LanternError(f"--system, --reasoning, --thinking-budget and --show-thinking need the chat "
+                           f"format: {run} is a {loaded.stage or 'bare'} model, which continues plain text")
     if thinking_budget_tokens is not None and thinking_budget_tokens < 0:
         raise LanternError(f"--thinking-budget {thinking_budget_tokens}: must be >= 0 tokens")
-    engine, tokenizer = load_engine(run, device, dtype)
+    engine, tokenizer = loaded.engine(device, dtype), loaded.tokenizer
     fmt = ChatTemplate(system, reasoning) if format == "chat" else PlainCompletion()
     chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens,
                           thinking_budget=thinking_budget_tokens, show_thinking=show_thinking),

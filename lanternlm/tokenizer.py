@@ -528,6 +528,22 @@ class Tokenizer:
             raise LanternError(f"special token {name!r} is not in this tokenizer "
                                f"(it has {list(self.special_tokens)})") from None
 
+    def token_label(self, token: int) -> str:
+        """A token as a quoted literal: text where its bytes are whole characters, else
+        bytes; a special token as itself.
+
+        >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+        >>> tok.token_label(10), tok.token_label(0xC3), tok.token_label(256)
+        ("'\\\\n'", "b'\\\\xc3'", '<|endoftext|>')
+        """
+        if token in self.special_tokens.values():
+            return self.decode([token])
+        piece = self.token_bytes(token)
+        try:
+            return repr(piece.decode("utf-8"))
+        except UnicodeDecodeError:
+            return repr(piece)
+
     @property
     def eot_id(self) -> int:
         """Id of ``<|endoftext|>``, the document separator."""

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from lanternlm.chat import (ChatTokens, Rendered, load_jsonl, pack, parse_assistant, reasoning_of, render,
-                            render_for_generation, show, validate, write_jsonl)
+from lanternlm.chat import (ChatTokens, Rendered, load_jsonl, pack, reasoning_of, render,
+                            render_for_generation, show, split_reply, validate, write_jsonl)
 from lanternlm.errors import LanternError
 from lanternlm.tokenizer import Tokenizer
 
@@ -139,18 +139,18 @@ def test_generation_needs_a_final_user_message(tok):
         render_for_generation([user("hi"), assistant("hello")], tok)
 
 
-def test_parse_assistant_from_ids_and_text(tok, sp):
+def test_split_reply_on_ids(tok, sp):
     messages = [user("hi"), assistant("3 times", thinking="s t r a w")]
     r = render(messages, tok, reasoning="high")
     generated = r.ids[r.ids.index(sp.assistant) + 1:]
-    assert parse_assistant(generated, tok) == ("s t r a w", "3 times")
-    assert parse_assistant(generated + tok.encode("junk"), tok) == ("s t r a w", "3 times")
-    assert parse_assistant(tok.encode("hello") + [sp.end], tok) == ("", "hello")
-    assert parse_assistant([sp.think, *tok.encode("cut off")], tok) == ("cut off", "")
-    assert parse_assistant(tok.decode(generated)) == ("s t r a w", "3 times")
-    assert parse_assistant(" s t r<|/think|>3") == ("s t r", "3")  # the prompt opened thinking
-    with pytest.raises(LanternError, match="tokenizer"):
-        parse_assistant(generated)
+    text = lambda parts: tuple(tok.decode(p) for p in parts)
+    assert text(split_reply(generated, sp)) == ("s t r a w", "3 times")
+    assert text(split_reply(generated + tok.encode("junk"), sp)) == ("s t r a w", "3 times")
+    assert text(split_reply(tok.encode("hello") + [sp.end], sp)) == ("", "hello")
+    assert text(split_reply([sp.think, *tok.encode("cut off")], sp)) == ("cut off", "")
+    assert text(split_reply([*tok.encode(" s t r"), sp.end_think, *tok.encode("3")], sp)) == (" s t r", "3")
+    none = render([user("hi"), assistant("yes")], tok, reasoning="none")  # the prompt closed thinking
+    assert text(split_reply(none.ids[none.ids.index(sp.end_think) + 1:], sp)) == ("", "yes")
 
 
 # --------------------------------------------------------------------------- validation
@@ -239,12 +239,3 @@ def test_show_colours_the_mask_and_has_a_plain_fallback(tok):
 
 def test_rendered_targets_are_shifted_and_masked():
     assert Rendered([1, 2, 3], [0, 1, 0], "low").targets() == [2, -1]
-
-
-def test_docstring_examples():
-    import doctest
-
-    import lanternlm.chat
-
-    failed, attempted = doctest.testmod(lanternlm.chat)
-    assert failed == 0 and attempted > 5

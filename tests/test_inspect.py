@@ -6,7 +6,6 @@ the sweep. The model is random: the tests check the views' arithmetic and wiring
 do not need a trained model.
 """
 
-import doctest
 import json
 import math
 import random
@@ -70,12 +69,6 @@ def assert_png(path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
-
-
-@pytest.mark.parametrize("module", [common, tokens, embeddings, attention, next_token, loop, loss, memory, sweep])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.failed == 0
 
 
 # --------------------------------------------------------------------------- tokens

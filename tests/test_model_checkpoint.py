@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lanternlm.checkpoint import load_config, load_model, load_run, save_model
+from lanternlm.checkpoint import load_config, load_model, save_model
 from lanternlm.errors import LanternError
 from lanternlm.model import GPT, MODEL_PRESETS
 
@@ -101,22 +101,3 @@ def test_save_overwrites_atomically(saved):
     leftovers = [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert torch.equal(load_model(directory).wte.weight, model.wte.weight)
-
-
-def test_load_run_returns_model_and_tokenizer(tmp_path):
-    from lanternlm.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.train(["hello world, hello lantern"] * 4, vocab_size=270)
-    tokenizer.save(tmp_path / "tokenizer.json")
-    config = dataclasses.replace(MODEL_PRESETS["gpt2-style-tiny"], vocab_size=320)
-    save_model(tmp_path, GPT(config))
-    model, loaded = load_run(tmp_path)
-    assert loaded == tokenizer and model.config == config
-    ids = torch.tensor([loaded.encode("hello lantern")])
-    assert model(ids).logits.shape == (1, ids.shape[1], 320)
-    save_model(tmp_path, GPT(dataclasses.replace(config, vocab_size=200)))
-    with pytest.raises(LanternError, match="wrong tokenizer.json"):
-        load_run(tmp_path)
-    (tmp_path / "tokenizer.json").unlink()
-    with pytest.raises(LanternError, match="tokenizer.json: no such file"):
-        load_run(tmp_path)

@@ -9,7 +9,7 @@ from lanternlm.chat import REASONING_LEVELS, load_jsonl, render, validate
 from lanternlm.errors import LanternError
 from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
                              numbers_in, split_of, write_jsonl)
-from lanternlm.tasks.base import TEST_PERCENT, final_text
+from lanternlm.tasks.base import TEST_PERCENT
 from lanternlm.tasks.words import word_list
 from lanternlm.tokenizer import Tokenizer
 
@@ -76,18 +76,32 @@ def test_bad_generation_arguments():
 # --------------------------------------------------------------------------- evaluation and reward
 
 
-def test_numbers_and_final_text():
+def test_numbers_in_text():
     assert numbers_in("There are three r's, 1,234 and -5 (not 2.5)") == [3, 1234, -5]
-    assert final_text("<|think|>7 r's?<|/think|>There are 3.<|end|>") == "There are 3."
+
+
+def test_grade_splits_the_reply_ids_and_judges_only_the_answer():
+    task, ex = TASKS["letters"], letters_example("strawberry", "r")
+    tok = Tokenizer([])
+    think, end_think, end = (tok.special_id(s) for s in ("<|think|>", "<|/think|>", "<|end|>"))
+    reply = [think, *tok.encode("s t r a w b e r r y, maybe 2"), end_think, *tok.encode(" It's 3!"), end,
+             *tok.encode("junk 2")]
+    graded = task.grade(ex, reply, tok)
+    assert graded.correct and graded.answer == "It's 3!"
+    assert tok.decode(graded.thinking) == "s t r a w b e r r y, maybe 2"
+    wrong = task.grade(ex, [think, *tok.encode("3"), end_think, *tok.encode("2")], tok)
+    assert not wrong.correct and wrong.answer == "2"
+    cut_off = task.grade(ex, [think, *tok.encode("s t r 3")], tok)  # never closed: no answer
+    assert not cut_off.correct and cut_off.answer == ""
 
 
 def test_letters_evaluation_accepts_phrasings_and_rejects_wrong_counts():
     task, ex = TASKS["letters"], letters_example("strawberry", "r")
     for good in ("3", "There are 3 r's in strawberry.", "three", "**3**", "The letter r appears 3 times.",
-                 "<|think|>s t r a w b e r r y, maybe 2<|/think|>It's 3!", task.reply(ex)):
+                 "It's 3!", task.reply(ex)):
         assert task.evaluate(ex, good), good
         assert task.reward(ex, good) == 1.0
-    for bad in ("2", "There are four.", "", "strawberry", "<|think|>3<|/think|>2"):
+    for bad in ("2", "There are four.", "", "strawberry"):
         assert not task.evaluate(ex, bad), bad
         assert task.reward(ex, bad) == 0.0
     zero = letters_example("strawberry", "q")
@@ -261,17 +275,6 @@ def test_mixture_is_deterministic_balanced_and_renders(tmp_path):
         make_sft_mixture(["chess"], 1)
     with pytest.raises(LanternError, match="unknown reasoning levels"):
         make_sft_mixture(["letters"], 1, levels=["max"])
-
-
-def test_docstring_examples():
-    import doctest
-
-    import lanternlm.tasks
-    from lanternlm.tasks import arithmetic, base, glue, letters, mixture, registry, reverse, words
-
-    for module in (lanternlm.tasks, arithmetic, base, glue, letters, mixture, registry, reverse, words):
-        failed, _ = doctest.testmod(module)
-        assert failed == 0, module.__name__
 
 
 def test_preview_and_write_mixture(tmp_path):

@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 
 from ..errors import LanternError
-from .common import label, load, output_path, prompt_ids, pyplot, save
+from ..run import Run
+from .common import label, output_path, prompt_ids, pyplot, save
 
 
 @torch.no_grad()
@@ -254,7 +255,8 @@ def attention_command(run: str, text: str, layer: int = 0, head: int = 0, query:
                       grid: bool = False, with_rollout: bool = False, out: str | None = None,
                       color: bool = True, device: str | None = None) -> str:
     """``lantern inspect attention``: table + heatmap (+ head grid, + rollout)."""
-    model, tokenizer = load(run, device)
+    loaded = Run(run)
+    model, tokenizer = loaded.model(device), loaded.tokenizer
     folder = out or Path(run) / "inspect"
     view = attention_view(model, tokenizer, text, layer, head, query, with_rollout=with_rollout)
     written = [plot_attention(view, output_path(folder, f"attention_l{layer}h{head}.png"))]

@@ -1,4 +1,4 @@
-"""Pieces every view shares: token labels, prompt ids, loading a run, saving figures."""
+"""Pieces every view shares: token labels, bars, prompt ids, saving figures."""
 
 from __future__ import annotations
 
@@ -23,18 +23,20 @@ def label(tokenizer: "Tokenizer", token: int) -> str:
     >>> label(tok, 104), label(tok, 256), label(tok, 300)
     ("'h'", '<|endoftext|>', '<id 300>')
     """
-    from ..terminal import token_label
-
     if not 0 <= token < tokenizer.vocab_size:
         return f"<id {token}>"
-    return token_label(tokenizer, token)
+    return tokenizer.token_label(token)
 
 
-def load(run: str | os.PathLike, device: str | None = None) -> tuple["GPT", "Tokenizer"]:
-    """The model (eval mode, fp32) and tokenizer of a run directory."""
-    from ..checkpoint import load_run
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar of ``fraction * width`` cells, in eighths of a cell.
 
-    return load_run(run, device=device)
+    >>> bar(0.5, 4), bar(0.53, 4), bar(0.0, 4)
+    ('██', '██▏', '')
+    """
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return "█" * full + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[part]
 
 
 def prompt_ids(tokenizer: "Tokenizer", text: str, model: "GPT", bos: bool = True) -> list[int]:

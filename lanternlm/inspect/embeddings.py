@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 
 from ..errors import LanternError
-from .common import label, load, output_path, pyplot, save
+from ..run import Run
+from .common import label, output_path, pyplot, save
 
 
 @dataclass
@@ -199,7 +200,8 @@ def plot_embeddings(view: EmbeddingView, path: str | os.PathLike, title: str = "
 def embeddings_command(run: str, words: Sequence[str], k: int = 8, out: str | None = None,
                        device: str | None = None) -> str:
     """``lantern inspect embeddings``: neighbours as text; writes ``embeddings.png``."""
-    model, tokenizer = load(run, device)
+    loaded = Run(run)
+    model, tokenizer = loaded.model(device), loaded.tokenizer
     view = embedding_view(model, tokenizer, words, k)
     text = render_embeddings(view)
     if len(view.map) >= 2:

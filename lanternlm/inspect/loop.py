@@ -159,9 +159,10 @@ def write_loop_gif(trace: LoopTrace, path: str | os.PathLike, context_chars: int
 def loop_command(run: str, text: str, steps: int = 8, sampling: SamplingParams = SamplingParams(temperature=0.0),
                  top: int = 5, out: str | None = None, device: str | None = None) -> str:
     """``lantern inspect generate``: the step table; writes ``loop.png`` and ``loop.gif``."""
-    from ..terminal import load_engine
+    from ..run import Run
 
-    engine, tokenizer = load_engine(run, device=device)
+    loaded = Run(run)
+    engine, tokenizer = loaded.engine(device), loaded.tokenizer
     trace = generation_trace(engine, tokenizer, text, steps, sampling, top)
     folder = out or Path(run) / "inspect"
     png = plot_loop_strip(trace, output_path(folder, "loop.png"))

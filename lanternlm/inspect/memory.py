@@ -26,8 +26,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..errors import LanternError
+from ..run import Run
 from ..memory import format_bytes, memory_estimate
-from .common import load, output_path, pyplot, save
+from .common import output_path, pyplot, save
 
 PARTS = ("weights", "kv_cache", "activations")
 
@@ -169,7 +170,7 @@ def plot_memory(view: MemoryView, path: str | os.PathLike) -> Path:
 def memory_command(run: str, context: int | None = None, batch_size: int = 1, out: str | None = None,
                    device: str | None = None) -> str:
     """``lantern inspect memory``: the table; writes ``memory.png``."""
-    model, _ = load(run, device)
+    model = Run(run).model(device)
     view = memory_view(model, context, batch_size)
     png = plot_memory(view, output_path(out or Path(run) / "inspect", "memory.png"))
     return render_memory(view) + f"\nwrote {png}"

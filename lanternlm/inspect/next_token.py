@@ -17,8 +17,9 @@ from typing import Sequence
 import torch
 
 from ..errors import LanternError
+from ..run import Run
 from ..sampling import SamplingParams, process_logits
-from .common import label, load, output_path, prompt_ids, pyplot, save
+from .common import bar, label, output_path, prompt_ids, pyplot, save
 
 #: The panels shown beside the raw distribution: three temperatures, then top-k and top-p.
 DEFAULT_SETTINGS: dict[str, SamplingParams] = {
@@ -103,8 +104,6 @@ def next_token_view(model, tokenizer, text: str, k: int = 10,
 
 def render_next_token(view: NextTokenView, bar_width: int = 20) -> str:
     """Candidates with raw probability bars, then each setting's probabilities ('-' = removed)."""
-    from ..terminal import bar
-
     width = max(8, *(len(lab) for _, lab in view.candidates))
     names = [d.name.replace("temperature ", "T=") for d in view.settings]
     col = max(7, *(len(n) for n in names))
@@ -149,7 +148,8 @@ def plot_next_token(view: NextTokenView, path: str | os.PathLike) -> Path:
 
 def next_command(run: str, text: str, k: int = 10, out: str | None = None, device: str | None = None) -> str:
     """``lantern inspect next``: the table; writes ``next_token.png``."""
-    model, tokenizer = load(run, device)
+    loaded = Run(run)
+    model, tokenizer = loaded.model(device), loaded.tokenizer
     view = next_token_view(model, tokenizer, text, k)
     png = plot_next_token(view, output_path(out or Path(run) / "inspect", "next_token.png"))
     return render_next_token(view) + f"\nwrote {png}"

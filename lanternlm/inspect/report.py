@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LanternError
+from ..run import Run
 from ..log import logger
-from .common import label, load, output_path
+from .common import label, output_path
 
 #: Words tried for the embedding map; those that are single tokens of the run's tokenizer
 #: are used (the first ``max_words``).
@@ -34,13 +35,13 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
                  device: str | None = None) -> Path:
     """Write ``out_dir/report.md`` (default ``RUN/report/``) and its PNGs; return the Markdown path."""
     from ..engine import Engine
-    from ..terminal import run_vocab_limit
     from ..sampling import SamplingParams
     from . import attention, embeddings, loop, loss, memory, next_token, tokens
 
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    model, tokenizer = load(run_dir, device)
+    loaded = Run(run_dir)
+    model, tokenizer = loaded.model(device), loaded.tokenizer
     config = model.config
     md = [f"# What is inside `{run_dir.name}`\n",
           f"{model.num_params():,} parameters: {config.n_layer} layers, {config.n_head} heads, "
@@ -85,7 +86,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
 
     md.append("## 5. The loop\n")
-    engine = Engine(model, vocab_limit=run_vocab_limit(run_dir, tokenizer))
+    engine = Engine(model, vocab_limit=loaded.vocab_limit)
     trace = loop.generation_trace(engine, tokenizer, prompt, steps,
                                   SamplingParams(temperature=0.7, top_k=10, seed=0))
     loop.plot_loop_strip(trace, output_path(out, "loop.png"))

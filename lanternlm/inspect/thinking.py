@@ -1,43 +1,23 @@
 """View 8, thinking: accuracy and mean thinking length per reasoning level, on a task.
 
 Only a chat model knows the conversation format and the thinking markers, so the view
-first checks that the run is one. **The marker** (agreed here, for the fine-tuning
-stages to write): a run directory is a chat model when its ``config.json`` has a
-top-level ``"stage"`` naming a chat stage (:data:`CHAT_STAGES`), e.g. what
-``lanternlm.config.save(path, cfg, sources, stage="sft")`` writes. Pretraining runs
-have no ``stage`` and are refused with a message saying a chat model is needed.
-
-For each level (``none`` = no thinking, then low / medium / high), held-out task
-questions are rendered with :func:`lanternlm.chat.render_for_generation`, answered by the
-engine (greedy, stopping at ``<|end|>``), split by :func:`lanternlm.chat.parse_assistant`
-and scored by the task's own :meth:`~lanternlm.tasks.base.Task.evaluate`.
+refuses other runs (:attr:`lanternlm.run.Run.chat`). The numbers are ``lantern eval``'s:
+held-out task questions at each level (``none`` = no thinking, then low / medium /
+high), answered greedily by the engine and graded by the task
+(:func:`lanternlm.evaluate.evaluate_tasks`), so the two commands always agree.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..chat import REASONING_LEVELS
 from ..errors import LanternError
+from ..run import CHAT_STAGES, Run
 from .common import output_path, pyplot, save
-
-CHAT_STAGES = ("sft", "dpo", "rl")
-LEVELS = ("none", "low", "medium", "high")
-
-
-def chat_stage(run: str | os.PathLike) -> str | None:
-    """The chat stage recorded in ``run/config.json`` (see the module docstring), or None."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        stage = json.loads(path.read_text(encoding="utf-8")).get("stage")
-    except (json.JSONDecodeError, AttributeError):
-        raise LanternError(f"{path}: not a JSON object") from None
-    return stage if stage in CHAT_STAGES else None
 
 
 @dataclass
@@ -55,37 +35,14 @@ class ThinkingView:
     results: list[LevelResult]
 
 
-def thinking_view(engine, tokenizer, task: str, n: int = 20, levels: Sequence[str] = LEVELS,
-                  max_tokens: int = 128, seed: int = 0) -> ThinkingView:
+def thinking_view(engine, tokenizer, task: str, n: int = 20, levels: Sequence[str] = REASONING_LEVELS,
+                  max_tokens: int = 320, seed: int = 0) -> ThinkingView:
     """Answer ``n`` held-out questions of ``task`` at each level; score and measure thinking."""
-    from ..chat import ChatTokens, parse_assistant, render_for_generation
-    from ..sampling import SamplingParams
-    from ..tasks.registry import TASKS
+    from ..evaluate import evaluate_tasks
 
-    if task not in TASKS:
-        raise LanternError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    bad = [lv for lv in levels if lv not in LEVELS]
-    if bad:
-        raise LanternError(f"reasoning levels {bad}: choose from {LEVELS}")
-    examples = TASKS[task].generate(n, seed, split="test")
-    tokens = ChatTokens.of(tokenizer)
-    results = []
-    for level in levels:
-        prompts = [render_for_generation(TASKS[task].to_conversation(ex, level)[:-1], tokenizer, level)
-                   for ex in examples]
-        completions = engine.generate(prompts, max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0),
-                                      stop_tokens=[tokens.end], truncate="left")
-        correct, thinking_tokens = 0, 0
-        for ex, c in zip(examples, completions):
-            ids = c.tokens + ([c.stop_token] if c.stop_token is not None else [])
-            if level == "none":  # the prompt already closed the (empty) thinking segment
-                ids = [tokens.think, tokens.end_think] + ids
-            thinking, answer = parse_assistant(ids, tokenizer)
-            thinking_tokens += len(tokenizer.encode(thinking)) if thinking else 0
-            correct += TASKS[task].evaluate(ex, answer)
-        results.append(LevelResult(level, len(examples), correct, correct / max(1, len(examples)),
-                                   thinking_tokens / max(1, len(examples))))
-    return ThinkingView(task, results)
+    rows = evaluate_tasks(engine, tokenizer, [task], levels, n, seed=seed, max_tokens=max_tokens)
+    return ThinkingView(task, [LevelResult(r["level"], r["examples"], r["correct"], r["accuracy"],
+                                           r["mean_thinking_tokens"]) for r in rows])
 
 
 def render_thinking(view: ThinkingView) -> str:
@@ -114,16 +71,14 @@ def plot_thinking(view: ThinkingView, path: str | os.PathLike) -> Path:
     return save(fig, path)
 
 
-def thinking_command(run: str, task: str, n: int = 20, max_tokens: int = 128, out: str | None = None,
+def thinking_command(run: str, task: str, n: int = 20, max_tokens: int = 320, out: str | None = None,
                      device: str | None = None) -> str:
-    """``lantern inspect thinking``: needs a chat model (see :data:`CHAT_STAGES`)."""
-    from ..terminal import load_engine
-
-    if chat_stage(run) is None:
-        raise LanternError(f"{run}: inspect thinking needs a chat model (a run whose config.json has "
-                           f"\"stage\" in {list(CHAT_STAGES)}, made by chat fine-tuning); this run is "
-                           "a base model, which has never seen the thinking markers")
-    engine, tokenizer = load_engine(run, device=device)
-    view = thinking_view(engine, tokenizer, task, n, max_tokens=max_tokens)
+    """``lantern inspect thinking``: needs a chat model (a stage of :data:`CHAT_STAGES`)."""
+    loaded = Run(run)
+    if not loaded.chat:
+        raise LanternError(f"{run}: inspect thinking needs a chat model (stage {' / '.join(CHAT_STAGES)}, "
+                           f"made by chat fine-tuning); this run is a {loaded.stage or 'bare'} model, which "
+                           "has never seen the thinking markers")
+    view = thinking_view(loaded.engine(device), loaded.tokenizer, task, n, max_tokens=max_tokens)
     png = plot_thinking(view, output_path(out or Path(run) / "inspect", "thinking.png"))
     return render_thinking(view) + f"\nwrote {png}"

@@ -1,7 +1,9 @@
 """What every task shares: the example record, the train/test split, answer parsing.
 
 A task owns its data, its evaluation and its reward, so supervised fine-tuning,
-evaluation and RL all read the same code. A subclass writes four things:
+evaluation and RL all read the same code: :meth:`Task.grade` takes the ids a model
+wrote, splits them into thinking and answer with :func:`lanternlm.chat.split_reply` and
+judges the answer. A subclass writes four things:
 
 * :meth:`Task.sample` draws one example from a random generator;
 * :meth:`Task.thinking` writes the thinking trace at a reasoning level;
@@ -20,12 +22,12 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
+from ..chat import REASONING_LEVELS, THINKING_LEVELS, ChatTokens, split_reply
 from ..errors import LanternError
 
 SPLITS = ("train", "test")
-THINKING_LEVELS = ("low", "medium", "high")
 TEST_PERCENT = 10  # share of keys held out for evaluation
 MAX_MISSES = 20_000  # draws without a new example before generate() gives up
 
@@ -90,15 +92,13 @@ def numbers_in(text: str) -> list[int]:
     return found
 
 
-def final_text(answer_text: str) -> str:
-    """The answer part of a reply: any ``<|think|>...<|/think|>`` segment removed.
+@dataclass(frozen=True)
+class Graded:
+    """A model's reply to an example: its thinking ids, its answer text, and the verdict."""
 
-    >>> final_text("<|think|>2+2=4<|/think|>It is 4.<|end|>")
-    'It is 4.'
-    """
-    from ..chat import parse_assistant
-
-    return parse_assistant(answer_text)[1]
+    thinking: list[int]
+    answer: str
+    correct: bool
 
 
 class Task(abc.ABC):
@@ -164,21 +164,28 @@ class Task(abc.ABC):
         return examples
 
     def evaluate(self, example: Example, answer_text: str) -> bool:
-        """True when the reply's final answer equals the example's (thinking is ignored)."""
-        return self.parse(final_text(answer_text)) == example.answer
+        """True when the answer (the reply without its thinking) is the example's."""
+        return self.parse(answer_text) == example.answer
 
     def reward(self, example: Example, answer_text: str) -> float:
         """1.0 for a correct final answer, 0.0 otherwise (what RL maximises)."""
         return 1.0 if self.evaluate(example, answer_text) else 0.0
+
+    def grade(self, example: Example, reply: Sequence[int], tokenizer) -> Graded:
+        """Judge the ids a model wrote after the prompt: thinking and answer split by
+        :func:`lanternlm.chat.split_reply`, the answer decoded and :meth:`evaluate` d."""
+        thinking, answer = split_reply(reply, ChatTokens.of(tokenizer))
+        text = tokenizer.decode(answer).strip()
+        return Graded(thinking, text, self.evaluate(example, text))
 
     def to_conversation(self, example: Example, reasoning: str = "medium") -> list[dict]:
         """The example as a chat: system line with the level, question, reply (+ thinking).
 
         ``reasoning="none"`` gives an assistant turn without a thinking segment.
         """
-        if reasoning not in ("none", *THINKING_LEVELS):
+        if reasoning not in REASONING_LEVELS:
             raise LanternError(f"{self.name}: unknown reasoning level {reasoning!r}; "
-                               f"use one of {('none', *THINKING_LEVELS)}")
+                               f"use one of {REASONING_LEVELS}")
         assistant = {"role": "assistant", "content": self.reply(example)}
         if reasoning != "none":
             assistant["thinking"] = self.thinking(example, reasoning)

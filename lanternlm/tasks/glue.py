@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 
-from .base import Example, Task, check_level, final_text
+from .base import Example, Task, check_level
 from .words import word_list
 
 NAME = "Lantern"
@@ -182,8 +182,7 @@ class Glue(Task):
         greeting: greets back; identity: names itself Lantern; capabilities: names at
         least two of its skills; refusal: declines; thanks: acknowledges.
         """
-        text = final_text(answer_text)
         kind = example.fields["kind"]
         if kind == "capabilities":
-            return sum(bool(p.search(text)) for p in _SKILL_WORDS) >= 2
-        return bool(_RUBRICS[kind].search(text))
+            return sum(bool(p.search(answer_text)) for p in _SKILL_WORDS) >= 2
+        return bool(_RUBRICS[kind].search(answer_text))
