@@ -10,8 +10,9 @@ from lanternlm.chat import ChatTokens, render_for_generation
 from lanternlm.cli import main
 from lanternlm.engine import Engine
 from lanternlm.errors import LanternError
-from lanternlm.evaluate import (demo_transcript, evaluate_run, evaluate_tasks, format_table, markdown_table,
-                                pretraining_root)
+from lanternlm.evaluate import demo_transcript, evaluate_run, evaluate_tasks, format_table, markdown_table
+from lanternlm.inspect.thinking import thinking_command
+from lanternlm.run import Run
 from lanternlm.tasks import TASKS
 from lanternlm.train.sft import sft
 
@@ -81,7 +82,7 @@ def test_evaluate_run_writes_results_with_bits_per_byte(tokenizer, tmp_path, cap
     base = make_base(tokenizer, tmp_path)
     run = tmp_path / "chat"
     sft(small_sft(base, tasks=["letters", "reverse"], max_steps=2), run)
-    assert pretraining_root(run) == base and pretraining_root(base) == base
+    assert Run(run).pretraining().path == base.resolve() and Run(base).pretraining().path == base
     result = evaluate_run(run, levels=["none", "high"], n=2, max_tokens=6, bpb_tokens=256)
     assert [(r["task"], r["level"], r["examples"]) for r in result["rows"]] == [
         ("letters", "none", 2), ("letters", "high", 2), ("reverse", "none", 2), ("reverse", "high", 2)]
@@ -95,3 +96,15 @@ def test_evaluate_run_writes_results_with_bits_per_byte(tokenizer, tmp_path, cap
     assert "reverse     low           " in printed and "bits per byte" not in printed
     transcript = demo_transcript(run, ["hello"], levels=("none", "high"), max_tokens=4, thinking_budget=1)
     assert transcript.startswith("user: hello\n") and "assistant (none):" in transcript
+
+
+def test_eval_and_inspect_thinking_report_the_same_numbers(tokenizer, tmp_path):
+    base = make_base(tokenizer, tmp_path)
+    run = tmp_path / "chat"
+    sft(small_sft(base, tasks=["letters"], max_steps=2), run)
+    rows = evaluate_run(run, tasks=["letters"], n=3, max_tokens=12, bpb_tokens=0, write=False)["rows"]
+    printed = thinking_command(str(run), "letters", n=3, max_tokens=12, out=str(tmp_path / "pictures"))
+    table = [line.split() for line in printed.splitlines()[2:2 + len(rows)]]
+    assert table == [[r["level"], f"{r['correct']}/{r['examples']}", f"{r['accuracy']:.0%}",
+                      f"{r['mean_thinking_tokens']:.1f}"] for r in rows]
+    assert [r["level"] for r in rows] == ["none", "low", "medium", "high"]

@@ -245,8 +245,6 @@ def test_memory_measured_against_exact_counts_and_estimate():
 def test_thinking_needs_a_chat_model(run, tmp_path, tok):
     with pytest.raises(LanternError, match="needs a chat model"):
         thinking.thinking_command(str(run), "letters")
-    (tmp_path / "config.json").write_text(json.dumps({"config": {}, "stage": "sft"}))
-    assert thinking.chat_stage(tmp_path) == "sft"
     view = thinking.thinking_view(Engine(tiny_model(VOCAB, block_size=128)), tok, "letters", n=2,
                                   levels=("none", "low"), max_tokens=4)
     assert [r.level for r in view.results] == ["none", "low"]
