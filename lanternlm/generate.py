@@ -146,8 +146,9 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence
                 max_tokens: int, sampling: SamplingParams = SamplingParams(),
                 stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None,
                 top_alternatives: int = 0, truncate: str | None = None,
-                thinking: ThinkingBudget | None = None) -> Iterator[TextPiece]:
-    """Generate for a batch of prompt ids, yielding :class:`TextPiece` s as text becomes final.
+                thinking: ThinkingBudget | None = None, n: int = 1) -> Iterator[TextPiece]:
+    """Generate ``n`` samples of each prompt's ids, yielding :class:`TextPiece` s as text
+    becomes final; row ``i * n + s`` is prompt i's sample s (as in :meth:`Engine.generate`).
 
     ``stop_tokens`` defaults to :func:`default_stop_tokens`. Concatenating a row's pieces
     gives its completion text. ``thinking`` caps thinking segments (:func:`thinking_budget`).
@@ -157,8 +158,8 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence
     stop_tokens = default_stop_tokens(tokenizer) if stop_tokens is None else list(stop_tokens)
     generation = engine.stream(prompts, max_tokens=max_tokens, sampling=sampling,
                                stop_tokens=stop_tokens, top_alternatives=top_alternatives,
-                               truncate=truncate, thinking=thinking)
-    rows = [_RowText(tokenizer, stop) for _ in prompts]
+                               truncate=truncate, thinking=thinking, n=n)
+    rows = [_RowText(tokenizer, stop) for _ in generation.prompts]
     for event in generation:
         row = rows[event.row]
         if event.finish_reason == "stop":  # a stop token: not part of the text
@@ -181,14 +182,16 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence
 def complete(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], *,
              max_tokens: int, sampling: SamplingParams = SamplingParams(),
              stop: Sequence[str] = (), stop_tokens: Sequence[int] | None = None,
-             truncate: str | None = None, thinking: ThinkingBudget | None = None) -> list[TextCompletion]:
-    """Like :func:`stream_text`, collected into one :class:`TextCompletion` per prompt."""
-    texts: list[list[str]] = [[] for _ in prompts]
-    tokens: list[list[int]] = [[] for _ in prompts]
-    results: list[TextCompletion | None] = [None] * len(prompts)
+             truncate: str | None = None, thinking: ThinkingBudget | None = None,
+             n: int = 1) -> list[TextCompletion]:
+    """Like :func:`stream_text`, collected into one :class:`TextCompletion` per row
+    (prompt i's sample s at ``i * n + s``)."""
+    texts: list[list[str]] = [[] for _ in range(len(prompts) * n)]
+    tokens: list[list[int]] = [[] for _ in texts]
+    results: list[TextCompletion | None] = [None] * len(texts)
     for piece in stream_text(engine, tokenizer, prompts, max_tokens=max_tokens, sampling=sampling,
                              stop=stop, stop_tokens=stop_tokens, truncate=truncate,
-                             thinking=thinking):
+                             thinking=thinking, n=n):
         texts[piece.row].append(piece.text)
         if piece.event.finish_reason != "stop":  # a stop token is not part of the completion
             tokens[piece.row].append(piece.event.token)

@@ -425,8 +425,10 @@ class KVCache:
           cache=cache)`` then ``cache.truncate(prompt_lengths)``; row b's next-token
           logits are ``out.logits[b, prompt_lengths[b] - 1]`` (padding comes after the
           prompt, so causality keeps it out of the real positions; truncation forgets it).
-    2. Decode all rows together: ``model(next_ids[:, None], cache=cache)`` (B, 1).
-    3. ``reset()`` to reuse the buffers for new prompts.
+    2. Decode all rows together: ``model(next_ids[:, None], cache=cache)`` (B, 1), or
+       a contiguous part of them through a :meth:`rows` view.
+    3. ``reset()`` to reuse the buffers for new prompts (of one row: ``row(b).reset()``);
+       :meth:`copy_rows` moves or duplicates rows.
 
     With ``static=True`` attention always spans the whole buffer (masked beyond each
     row's length), so every decode step has the same shapes, for ``torch.compile`` or
@@ -456,13 +458,37 @@ class KVCache:
         """A one-row view of row ``i`` (shares storage): prefill a single prompt with it."""
         if not 0 <= i < self.batch_size:
             raise LanternError(f"KVCache.row({i}): batch size is {self.batch_size}")
+        return self.rows(i, i + 1)
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A view of rows ``start .. stop-1`` (shares storage): run a part of the batch, e.g.
+        the engine's active rows, or new prompts prefilled into free rows."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise LanternError(f"KVCache.rows({start}, {stop}): need 0 <= start < stop <= "
+                               f"batch size {self.batch_size}")
         view = KVCache.__new__(KVCache)
-        view.k, view.v = self.k[:, i:i + 1], self.v[:, i:i + 1]  # (L, 1, Hkv, max_len, d)
-        view.lengths = self.lengths[i:i + 1]  # (1,)
-        view.batch_size, view.max_len, view.static = 1, self.max_len, self.static
-        view.max_length = int(view.lengths.item())
+        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]  # (L, stop-start, Hkv, max_len, d)
+        view.lengths = self.lengths[start:stop]  # (stop-start,)
+        view.batch_size, view.max_len, view.static = stop - start, self.max_len, self.static
+        view.max_length = int(view.lengths.max())
         view._parent = self
         return view
+
+    def copy_rows(self, src: Sequence[int], dst: Sequence[int]) -> None:
+        """Make row ``dst[i]`` a copy of row ``src[i]`` for each i: its length and its filled
+        positions (only those are copied). A row may be copied to several, but no row may be
+        both a source and a destination. The engine moves a sequence to another row with
+        it, and shares one prompt's prefill between the samples of that prompt."""
+        if len(src) != len(dst) or len(set(dst)) != len(dst) or set(src) & set(dst):
+            raise LanternError(f"KVCache.copy_rows: {list(src)} -> {list(dst)}: each destination "
+                               "once, none of them a source")
+        for s, d, n in zip(src, dst, self.lengths[list(src)].tolist()):
+            self.k[:, d, :, :n] = self.k[:, s, :, :n]  # (L, Hkv, n, d)
+            self.v[:, d, :, :n] = self.v[:, s, :, :n]
+        self.lengths[list(dst)] = self.lengths[list(src)]
+        self.max_length = int(self.lengths.max())
+        if self._parent is not None:
+            self._parent.max_length = int(self._parent.lengths.max())
 
     def reset(self) -> None:
         """Forget every position (of this row only, for a :meth:`row` view)."""

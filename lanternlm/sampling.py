@@ -14,12 +14,15 @@ they are applied in this fixed order by :func:`process_logits`:
 4. **top-p** (nucleus, Holtzman et al. 2019): keep the smallest set of most likely tokens
    whose probabilities add up to at least p.
 5. **min-p**: drop tokens whose probability is below ``min_p`` times the top probability.
-6. **sample** from what remains, renormalised (softmax of the filtered logits).
+6. **sample** from what remains, renormalised (softmax of the filtered logits), by the
+   inverse CDF: with a uniform number ``u`` in [0, 1), the token whose slice of the
+   cumulative distribution holds ``u`` (:func:`sample_from_uniform`).
 
 Removed tokens get a logit of ``-inf``, so "the filtered distribution" is always just
 ``softmax(filtered_logits)``. All functions work on logits of shape ``(B, V)`` (a batch of
-rows) and never modify their input. Randomness comes only from the ``torch.Generator``
-passed in, which makes sampling reproducible.
+rows) and never modify their input. Randomness comes only from the uniforms passed in
+(one per row), so the caller decides where they come from: the engine draws each
+request's from its own seeded generator, which makes sampling reproducible.
 
 ``PRESETS`` holds the temperature / top-p pairs of the common cheat sheet.
 """
@@ -240,27 +243,47 @@ def process_logits(logits: torch.Tensor, params: SamplingParams,
     return min_p_filter(logits, params.min_p)
 
 
-def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one token per row from ``softmax(logits)``: ``(B, V) -> (B,)``.
+def sample_from_uniform(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Draw one token per row from ``softmax(logits)`` ``(B, V)`` with the uniforms ``u`` ``(B,)``
+    in [0, 1): the inverse CDF, token i when ``cdf[i-1] <= u < cdf[i]``. ``(B,)``.
 
-    Uses the exponential-race form of sampling (``argmax(p / E)`` with ``E ~ Exp(1)``), which
-    draws exactly from ``p`` and, unlike ``torch.multinomial``, never waits on the device.
+    Three rows of one distribution (1/3 each for ids 0, 1 and 3; id 2 is filtered out):
+
+    >>> logits = torch.tensor([[0.0, 0.0, float("-inf"), 0.0]]).expand(3, -1)
+    >>> sample_from_uniform(logits, torch.tensor([0.2, 0.5, 0.9]))
+    tensor([0, 1, 3])
+
+    A token of probability 0 (logit ``-inf``) is never chosen, whatever the rounding: the
+    chosen index is the first whose cumulative sum exceeds ``u * total``, which only a
+    token with mass can be; and ``u * total`` rounding up to the total itself falls back
+    to the last token with mass.
     """
-    probs = torch.softmax(logits.float(), dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return torch.argmax(probs / race, dim=-1)
+    probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
+    cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat over removed tokens
+    total = cdf[:, -1:].contiguous()  # (B, 1): 1 up to rounding
+    token = torch.searchsorted(cdf, u.to(cdf.dtype)[:, None] * total, right=True)  # (B, 1)
+    last = torch.searchsorted(cdf, total)  # (B, 1): where the cdf reaches its total, a token with mass
+    return torch.minimum(token, last)[:, 0]
 
 
-def sample_next_token(logits: torch.Tensor, params: SamplingParams,
-                      generator: torch.Generator | None = None,
+def sample_next_token(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | None = None,
                       present: torch.Tensor | None = None) -> torch.Tensor:
     """Filter ``logits`` ``(B, V)`` by ``params`` and pick one token per row: ``(B,)``.
 
+    The reference for one step of the engine: greedy (temperature 0) takes the argmax and
+    needs no randomness; otherwise row b draws with its uniform ``u[b]`` in [0, 1)
+    (:func:`sample_from_uniform`). ``present`` as in :func:`process_logits`.
+
     >>> sample_next_token(torch.tensor([[0.0, 3.0, 1.0]]), SamplingParams(temperature=0))
+    tensor([1])
+    >>> sample_next_token(torch.tensor([[0.0, 0.0]]), SamplingParams(), torch.tensor([0.7]))
     tensor([1])
     """
     if params.greedy:
         if params.repetition_penalty != 1.0:
             logits = process_logits(logits, params, present)
         return greedy(logits)
-    return sample_from_logits(process_logits(logits, params, present), generator)
+    if u is None:
+        raise LanternError("sampling: sample_next_token needs one uniform number per row (u) "
+                           "when temperature > 0")
+    return sample_from_uniform(process_logits(logits, params, present), u)

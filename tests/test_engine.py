@@ -80,17 +80,21 @@ def test_batch_gives_the_same_tokens_as_each_prompt_alone(family):
 
 
 def test_sampling_equals_reference_loop_with_every_filter():
+    """The random stream of the module docstring, rule 3, reproduced by a plain loop without
+    a cache: sample s's token t is drawn with u[s, t] of the request's torch.rand(n, budget)."""
     model = make_model("llama")
     params = SamplingParams(temperature=0.8, top_k=20, top_p=0.9, min_p=0.02,
                             repetition_penalty=1.3, seed=11)
     prompt = [4, 8, 15, 16, 23, 42]
-    got = Engine(model).generate([prompt], max_tokens=15, sampling=params)[0].tokens
-    generator = torch.Generator().manual_seed(11)
-    ids = list(prompt)
-    for _ in range(15):
-        present = token_presence(torch.tensor([ids]), 96)
-        ids.append(int(sample_next_token(full_logits(model, ids)[None], params, generator, present)))
-    assert got == ids[len(prompt):]
+    got = Engine(model).generate([prompt], max_tokens=15, sampling=params, n=2)
+    u = torch.rand(2, 15, generator=torch.Generator().manual_seed(11))  # budget: 15 fit the window
+    for s in range(2):
+        ids = list(prompt)
+        for t in range(15):
+            present = token_presence(torch.tensor([ids]), 96)
+            ids.append(int(sample_next_token(full_logits(model, ids)[None], params, u[s, t:t + 1], present)))
+        assert got[s].tokens == ids[len(prompt):]
+    assert got[0].tokens != got[1].tokens
 
 
 def test_seed_makes_sampling_reproducible():
@@ -194,6 +198,8 @@ def test_rows_that_fill_the_window_end_while_others_go_on():
     ([], {}, "no prompts"),
     ([[1]], {"max_tokens": 0}, "max_tokens"),
     ([[1]], {"truncate": "right"}, "truncate"),
+    ([[1]], {"n": 0}, "samples"),
+    ([[1]], {"top_alternatives": -1}, "top_alternatives"),
 ])
 def test_bad_requests_raise(prompts, kwargs, match):
     engine = Engine(make_model("gpt2"))
@@ -256,3 +262,68 @@ def test_cuda_graph_decode_matches_eager():
         out = graphs.generate(prompts, max_tokens=12, sampling=GREEDY)
         assert [c.tokens for c in out] == [c.tokens for c in eager]
         assert [c.finish_reason for c in out] == ["length"] * 3 + ["context"]
+
+
+def model_snapshot(model: GPT) -> dict:
+    return {"state": {k: (v.clone(), v.dtype, v.device, v.stride()) for k, v in model.state_dict().items()},
+            "training": [m.training for m in model.modules()],
+            "grads": [p.grad for p in model.parameters()]}
+
+
+def assert_unchanged(model: GPT, before: dict) -> None:
+    after = model_snapshot(model)
+    assert after["training"] == before["training"] and all(g is None for g in after["grads"])
+    for name, (value, dtype, device, stride) in before["state"].items():
+        now = model.state_dict()[name]
+        assert (now.dtype, now.device, now.stride()) == (dtype, device, stride), name
+        assert torch.equal(now, value), name
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"dtype": torch.bfloat16}, {"int8": True}, {"vocab_limit": 80}])
+@pytest.mark.parametrize("family", CONFIGS)
+def test_the_engine_leaves_the_model_as_it_is(family, kwargs):
+    model = make_model(family).train()  # a trainer's live policy: training mode, dropout on
+    model.blocks[0].attn.eval()  # and one submodule's flag set otherwise, kept as it is
+    model.config.dropout = 0.0
+    before = model_snapshot(model)
+    engine = Engine(model, **kwargs)
+    engine.generate(PROMPTS, max_tokens=4, sampling=SamplingParams(temperature=0.9, repetition_penalty=1.2, seed=0),
+                    top_alternatives=3)
+    list(engine.stream(PROMPTS, max_tokens=3, sampling=GREEDY))
+    assert_unchanged(model, before)
+    assert (engine.model is model) == (kwargs in ({}, {"vocab_limit": 80}))  # a copy only to cast or quantize
+
+
+def test_dropout_is_off_while_generating_a_training_model():
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(CONFIGS["gpt2"], dropout=0.5, init_std=0.3)).train()
+    engine = Engine(model)
+    first = engine.generate(PROMPTS, max_tokens=8, sampling=GREEDY)
+    assert model.training and all(m.training for m in model.modules())
+    assert [c.tokens for c in first] == [c.tokens for c in engine.generate(PROMPTS, max_tokens=8, sampling=GREEDY)]
+    model.eval()
+    assert [c.tokens for c in first] == [c.tokens for c in engine.generate(PROMPTS, max_tokens=8, sampling=GREEDY)]
+
+
+@pytest.mark.parametrize("family", CONFIGS)  # tied head (the embeddings) and untied
+def test_live_weight_updates_are_seen_by_the_next_generation(family):
+    model = make_model(family)
+    engine = Engine(model)  # CPU fp32: the engine multiplies by its own column-major copy of the head
+    before = engine.generate(PROMPTS, max_tokens=6, sampling=GREEDY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    for _ in range(3):  # a few training steps on the live model: every weight moves in place
+        ids = torch.tensor([PROMPTS[0]])
+        model(ids[:, :-1], ids[:, 1:]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = engine.generate(PROMPTS, max_tokens=6, sampling=GREEDY)
+    fresh = Engine(copy.deepcopy(model)).generate(PROMPTS, max_tokens=6, sampling=GREEDY)
+    assert [c.tokens for c in after] == [c.tokens for c in fresh] != [c.tokens for c in before]
+    trained = model.head_weight.detach().clone()
+    with torch.no_grad():  # the head alone, in place: every logit 0, so greedy takes id 0
+        model.head_weight.zero_()
+    assert all(c.tokens == [0] * 6 for c in engine.generate(PROMPTS, max_tokens=6, sampling=GREEDY))
+    owner = model.wte if model.lm_head is None else model.lm_head  # a new tensor in its place
+    owner.weight = torch.nn.Parameter(trained)
+    assert [c.tokens for c in engine.generate(PROMPTS, max_tokens=6, sampling=GREEDY)] == [c.tokens for c in after]
+    assert model.head_weight.stride() == (model.config.n_embd, 1)  # the model's own layout stays

@@ -72,6 +72,22 @@ def test_random_model_stream_equals_whole_decode(tokenizer):
         assert result.text == tokenizer.decode(result.tokens)
 
 
+def test_complete_numbers_each_prompts_samples_after_it(tokenizer):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2,
+                          n_embd=16, init_std=0.5))
+    engine = Engine(model)
+    prompts = [encode_prompt(tokenizer, "The cat"), encode_prompt(tokenizer, "日本")]
+    settings = SamplingParams(seed=2)
+    results = complete(engine, tokenizer, prompts, max_tokens=12, sampling=settings, stop_tokens=[], n=3)
+    assert len(results) == 6
+    for i, prompt in enumerate(prompts):  # row i * n + s is prompt i's sample s
+        samples = engine.generate([prompt], max_tokens=12, sampling=settings, n=3)
+        assert [r.tokens for r in results[i * 3:i * 3 + 3]] == [c.tokens for c in samples]
+        assert len({tuple(r.tokens) for r in results[i * 3:i * 3 + 3]}) == 3
+    assert all(r.text == tokenizer.decode(r.tokens) for r in results)
+
+
 def test_stop_strings_cut_the_text_across_tokens(tokenizer):
     text = "The cat sat on the mat. The dog sat on the log."
     engine = Engine(scripted_model(script_for(tokenizer, text), tokenizer.vocab_size, block_size=64))

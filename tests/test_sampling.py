@@ -7,7 +7,7 @@ import torch
 
 from lanternlm.errors import LanternError
 from lanternlm.sampling import (PRESETS, SamplingParams, apply_temperature, greedy, min_p_filter,
-                                preset, process_logits, repetition_penalty, sample_from_logits,
+                                preset, process_logits, repetition_penalty, sample_from_uniform,
                                 sample_next_token, token_presence, top_k_filter, top_p_filter)
 
 NEG = float("-inf")
@@ -164,10 +164,11 @@ def test_order_matters_top_k_then_top_p():
 def test_temperature_zero_is_greedy_whatever_the_filters():
     logits = torch.randn(5, 30)
     p = SamplingParams(temperature=0, top_k=3, top_p=0.1)
-    gen = torch.Generator().manual_seed(1)
-    assert torch.equal(sample_next_token(logits, p, gen), logits.argmax(-1))
+    assert torch.equal(sample_next_token(logits, p), logits.argmax(-1))  # greedy needs no uniforms
     filtered = process_logits(logits, p)
     assert (torch.isfinite(filtered).sum(-1) == 1).all()
+    # the greedy "distribution" is a point mass: any uniform draws the argmax from it
+    assert torch.equal(sample_from_uniform(filtered, torch.rand(5)), logits.argmax(-1))
 
 
 def test_greedy_with_repetition_penalty_avoids_the_repeat():
@@ -179,12 +180,17 @@ def test_greedy_with_repetition_penalty_avoids_the_repeat():
         sample_next_token(logits, p)
 
 
-def test_same_generator_seed_same_samples():
+def test_sampling_needs_uniforms():
+    with pytest.raises(LanternError, match="uniform"):
+        sample_next_token(torch.zeros(1, 3), SamplingParams(temperature=1.0))
+
+
+def test_same_uniforms_same_samples():
     logits = torch.randn(16, 100)
     p = SamplingParams(temperature=1.2)
-    a = sample_next_token(logits, p, torch.Generator().manual_seed(7))
-    b = sample_next_token(logits, p, torch.Generator().manual_seed(7))
-    c = sample_next_token(logits, p, torch.Generator().manual_seed(8))
+    a = sample_next_token(logits, p, torch.rand(16, generator=torch.Generator().manual_seed(7)))
+    b = sample_next_token(logits, p, torch.rand(16, generator=torch.Generator().manual_seed(7)))
+    c = sample_next_token(logits, p, torch.rand(16, generator=torch.Generator().manual_seed(8)))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -203,8 +209,8 @@ def test_sampled_frequencies_match_the_filtered_distribution():
     keep = expected > 0
     assert 2 <= int(keep.sum()) <= 7, "the example should keep a few, drop a few"
     draws = 40_000
-    gen = torch.Generator().manual_seed(1234)
-    samples = sample_next_token(logits.expand(draws, -1), p, gen)
+    u = torch.rand(draws, generator=torch.Generator().manual_seed(1234))
+    samples = sample_next_token(logits.expand(draws, -1), p, u)
     counts = torch.bincount(samples, minlength=12).double()
     assert counts[~keep].sum() == 0  # filtered tokens are never drawn
     chi2 = (((counts - draws * expected)[keep]) ** 2 / (draws * expected[keep])).sum().item()
@@ -215,10 +221,25 @@ def test_sampled_frequencies_match_the_filtered_distribution():
     assert chi2_plain > 100
 
 
-def test_sample_from_logits_respects_minus_inf():
-    logits = torch.full((1000, 5), NEG)
+def test_inverse_cdf_slices_of_the_unit_interval():
+    # probabilities 0.1, 0.2, 0, 0.3, 0.4: token i owns [cdf[i-1], cdf[i]) of [0, 1)
+    probs = torch.tensor([0.1, 0.2, 0.0, 0.3, 0.4])
+    logits = probs.log()[None].expand(9, -1)
+    u = torch.tensor([0.0, 0.05, 0.0999, 0.1001, 0.2999, 0.3001, 0.5999, 0.6001, 0.9999])
+    assert sample_from_uniform(logits, u).tolist() == [0, 0, 0, 1, 1, 3, 3, 4, 4]
+
+
+def test_sample_from_uniform_never_picks_minus_inf():
+    logits = torch.full((6, 5), NEG)
     logits[:, 3] = 0.0
-    assert (sample_from_logits(logits, torch.Generator().manual_seed(0)) == 3).all()
+    u = torch.tensor([0.0, 0.3, 0.5, 0.999, 1 - 2 ** -24, 1.0])  # 1.0: past the end by rounding
+    assert sample_from_uniform(logits, u).tolist() == [3] * 6
+    # removed tokens at both ends and between, and mass spread over many tiny logits
+    logits = torch.full((1000, 64), NEG)
+    logits[:, 10:50:7] = torch.randn(1000, 6) * 20
+    u = torch.cat([torch.rand(994), torch.tensor([0.0, 1 - 2 ** -24, 1.0, 0.5, 1e-9, 0.9999999])])
+    picked = sample_from_uniform(logits, u)
+    assert torch.isfinite(logits[torch.arange(1000), picked]).all()
 
 
 def test_log_space_inputs_are_consistent():
