@@ -12,7 +12,7 @@
    (``--resume`` first continues an earlier ``DIR/sft`` to a larger budget: a second scale);
 4. **batching speed**: fine-tuning steps (forward + backward) on the same conversations as
    length-bucketed padded batches (what SFT does) and as packed rows
-   (:func:`lanternlm.chat.pack`, the alternative), trained tokens per second, median of 3.
+   (:func:`lanternlm.data.loader.pack`, the alternative), trained tokens per second, median of 3.
 
 Goals checked (issue 5 §5): on at least two tasks high beats none by >= 20 points;
 high >= medium >= low; letter counting >= 90 % with reasoning. Writes the ``thinking``
@@ -65,30 +65,34 @@ def goals(result: dict) -> list[str]:
 
 
 def batching_speed(run: Path, steps: int = 6, repeats: int = 3) -> dict[str, float]:
-    """Trained tokens per second of SFT steps: bucketed padded batches vs packed rows."""
-    from lanternlm.chat import pack
-    from lanternlm.checkpoint import load_run
-    from lanternlm.train.sft import SFTConfig, bucketed_batches, build_data, collate
+    """Trained tokens per second of SFT steps (forward + backward of the training loop's
+    step, :func:`lanternlm.train.loop.accumulate`): bucketed padded batches vs packed rows."""
+    from lanternlm.data.loader import bucketed_batches, collate, pack
+    from lanternlm.run import Run
+    from lanternlm.train.distributed import init_distributed
+    from lanternlm.train.loop import accumulate, counted_targets, token_loss
+    from lanternlm.train.sft import SFTConfig, build_data
 
-    model, tokenizer = load_run(run, device="cpu")
+    source = Run(run)
+    model, tokenizer = source.model("cpu"), source.tokenizer
     model.train()
     config = SFTConfig(base=str(run), examples_per_task=200, val_per_task=0)
     data, _, _ = build_data(config, tokenizer, model.config.block_size)
-    pad = tokenizer.special_id("<|pad|>")
-    batch = 16
+    pad, batch = tokenizer.pad_id, 16
     padded = [collate([data[i] for i in b], pad) for b in bucketed_batches([len(r.ids) for r in data], batch, 0)]
     rows = pack(data, model.config.block_size, pad)
     per_row = max(1, sum(len(r.ids) - 1 for r in data[:batch]) // model.config.block_size)
     packed = [(torch.tensor([r.inputs for r in rows[i:i + per_row]]), torch.tensor([r.targets for r in rows[i:i + per_row]]))
               for i in range(0, len(rows), per_row)]
+    info = init_distributed("cpu")
     speeds = {}
     for name, batches in (("padded", padded), ("packed", packed)):
         times = []
         for _ in range(repeats):
             trained, t0 = 0, time.perf_counter()
             for x, y in batches[:steps]:
-                model(x, y).loss.backward()
-                trained += int((y != -1).sum())
+                accumulate(model, [(x, y)], counted_targets, token_loss, info)
+                trained += counted_targets((x, y))
             times.append(trained / (time.perf_counter() - t0))
             model.zero_grad()
         speeds[name] = statistics.median(times)
@@ -117,6 +121,8 @@ def main() -> None:
 
     from lanternlm.evaluate import evaluate_run, format_table, markdown_table
     from lanternlm.log import logger, set_verbosity
+    from lanternlm.run import Run
+    from lanternlm.train.metrics import read_metrics
     from lanternlm.train.pretrain import PRETRAIN_PRESETS, pretrain
     from lanternlm.train.sft import SFT_PRESETS, sft
 
@@ -156,9 +162,9 @@ def main() -> None:
     logger.info("\n" + format_table(result))
     speed = {} if args.no_speed else batching_speed(run)
 
-    base_cfg = json.loads((base / "config.json").read_text())
-    base_steps = max((json.loads(line)["step"] for line in (base / "metrics.jsonl").read_text().splitlines()), default=0)
-    mc = json.loads((run / "config.json").read_text())["model"]
+    base_cfg = Run(base).config
+    base_steps = max((r["step"] for r in read_metrics(base / "metrics.jsonl")), default=0)
+    mc = Run(run).model_config
     lines = [
         "## Thinking helps? (`bench/thinking.py`)" + (f" — {args.label}" if args.label else ""),
         "",
@@ -166,11 +172,11 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s); load average {load_before:.1f} "
         "at the start (times depend on what else runs; the accuracies are what matters).",
         "",
-        f"- base: `{base_cfg['config'].get('model')}` preset, {mc['n_layer']} layers, width {mc['n_embd']}, "
-        f"{base_steps} pretraining steps on `{base_cfg['config'].get('data')}`",
+        f"- base: `{base_cfg.get('model')}` preset, {mc.n_layer} layers, width {mc.n_embd}, "
+        f"{base_steps} pretraining steps on `{base_cfg.get('data')}`",
         f"- SFT: preset `{args.preset}`, {summary['steps']} steps ({summary['stopped']}), "
         f"{summary['epochs']:.2f} epochs of {config.examples_per_task} conversations x {len(config.tasks)} tasks "
-        f"(levels none/low/medium/high in turn), context {mc['block_size']}, lr {config.lr}, "
+        f"(levels none/low/medium/high in turn), context {mc.block_size}, lr {config.lr}, "
         f"final train loss {summary.get('train_loss', float('nan')):.3f}, val loss {summary.get('val_loss', float('nan')):.3f}",
         f"- eval: {args.n} held-out examples per task and level (test split), greedy, up to 320 tokens",
         f"- time: " + ", ".join(f"{k[:-4]} {v:.1f} min" for k, v in timings.items()),

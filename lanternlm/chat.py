@@ -242,60 +242,6 @@ def split_reply(ids: Sequence[int], tokens: ChatTokens) -> tuple[list[int], list
     return [t for t in thinking if t != tokens.think], answer
 
 
-# --------------------------------------------------------------------------- packing
-
-
-@dataclass(frozen=True)
-class PackedRow:
-    """One training row: inputs, targets (-1 = no loss) and the conversation of each position.
-
-    ``segments[i]`` is the index (within the row) of the conversation position ``i``
-    belongs to, -1 for padding: attention can be kept inside a conversation with it.
-    """
-
-    inputs: list[int]
-    targets: list[int]
-    segments: list[int]
-
-
-def pack(rendered: Sequence[Rendered], seq_len: int, pad_id: int) -> list[PackedRow]:
-    """Pack conversations, in order, into rows of ``seq_len`` (inputs, targets) pairs.
-
-    A conversation of ``L`` tokens gives ``L - 1`` pairs; it goes into the current row if
-    it fits, else starts a new one (the old row is padded: input ``pad_id``, target -1).
-    A conversation longer than a row is cut to ``seq_len`` pairs.
-
-    >>> a, b = Rendered([9, 1, 2], [0, 1, 1], "none"), Rendered([9, 3, 4, 5], [0, 0, 1, 1], "none")
-    >>> [(r.inputs, r.targets, r.segments) for r in pack([a, b], seq_len=4, pad_id=0)]
-    [([9, 1, 0, 0], [1, 2, -1, -1], [0, 0, -1, -1]), ([9, 3, 4, 0], [-1, 4, 5, -1], [0, 0, 0, -1])]
-    """
-    if seq_len < 1:
-        raise LanternError(f"pack: seq_len must be >= 1, got {seq_len}")
-    rows: list[PackedRow] = []
-    inputs: list[int] = []
-    targets: list[int] = []
-    segments: list[int] = []
-
-    def close() -> None:
-        pad = seq_len - len(inputs)
-        rows.append(PackedRow(inputs + [pad_id] * pad, targets + [-1] * pad, segments + [-1] * pad))
-
-    for item in rendered:
-        pairs = min(len(item.ids) - 1, seq_len)
-        if pairs < 1:
-            continue
-        if len(inputs) + pairs > seq_len:
-            close()
-            inputs, targets, segments = [], [], []
-        segment = segments[-1] + 1 if segments else 0
-        inputs += item.ids[:pairs]
-        targets += item.targets()[:pairs]
-        segments += [segment] * pairs
-    if inputs:
-        close()
-    return rows
-
-
 # --------------------------------------------------------------------------- viewing
 
 

@@ -4,8 +4,9 @@ Every stage (pretrain, sft, ...) has one dataclass. Each field is declared with
 :func:`option`, whose ``help`` text becomes the ``--help`` of the CLI flag, so the
 documentation lives next to the default. :func:`add_arguments` turns a dataclass
 into argparse flags; :func:`from_arguments` builds the config back and records
-where each value came from (``default``, ``preset:NAME``, ``cli``), which
-:func:`save` writes beside the run as readable JSON.
+where each value came from (``default``, ``preset:NAME``, ``cli``), which the run
+record keeps beside the run as readable JSON (:func:`lanternlm.run.write_record`);
+:func:`from_dict` reads a saved config back.
 """
 
 from __future__ import annotations
@@ -96,8 +97,28 @@ def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
     return cls(**values), sources
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def from_dict(cls: type, raw: Any, where: str) -> Any:
+    """A ``cls`` from saved values: unknown fields are an error naming ``where``, missing
+    ones take their defaults (a config saved before a field existed).
+
+    >>> @dataclasses.dataclass
+    ... class Demo:
+    ...     lr: float = 0.1
+    ...     steps: int = 10
+    >>> from_dict(Demo, {"lr": 0.5}, "run/config.json")
+    Demo(lr=0.5, steps=10)
+    >>> from_dict(Demo, {"lr": 0.5, "momentum": 0.9}, "run/config.json")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: run/config.json: unknown Demo fields ['momentum'] (known: lr, steps)
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if not isinstance(raw, dict):
+        raise LanternError(f"{where}: expected an object of {cls.__name__} fields, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise LanternError(f"{where}: unknown {cls.__name__} fields {unknown} (known: {', '.join(names)})")
+    return cls(**raw)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -135,43 +156,3 @@ def read_json(path: str | os.PathLike, format: str | None = None) -> Any:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise LanternError(f"{path}: field 'format' is {found!r}, expected {format!r}")
     return data
-
-
-def save(path: str | os.PathLike, cfg: Any, sources: dict[str, str] | None = None, **extra: Any) -> None:
-    """Save a config as JSON: ``{"config": {...}, "sources": {...}, ...extra}``."""
-    payload = {"config": to_dict(cfg)}
-    if sources is not None:
-        payload["sources"] = sources
-    payload.update(extra)
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
-
-
-def load(path: str | os.PathLike, cls: type) -> Any:
-    """Load a config saved by :func:`save`; unknown keys are an error, missing ones take defaults."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    raw = data.get("config", data)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
-    if unknown:
-        raise ValueError(f"{path}: unknown {cls.__name__} fields {sorted(unknown)}")
-    return cls(**raw)
-
-
-def resolve(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
-    """The config of a stage command (``lantern pretrain``, ``lantern sft``, ...).
-
-    Starts from ``--preset`` or, with ``--resume`` on a run directory (``--out``) that has a
-    ``config.json``, from that saved config; then applies the flags given. Returns
-    ``(config, sources)``; a resumed value keeps the source it was first given.
-    """
-    saved = Path(args.out) / "config.json"
-    if args.resume and saved.exists():
-        base, source = load(saved, cls), "resumed"
-        earlier = json.loads(saved.read_text(encoding="utf-8")).get("sources", {})
-    else:
-        if args.preset not in presets:
-            raise LanternError(f"--preset {args.preset!r}: choose one of {sorted(presets)}")
-        base, source, earlier = presets[args.preset], f"preset:{args.preset}", {}
-    config, sources = from_arguments(cls, args, base=base, base_source=source)
-    sources = {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
-    return config, sources

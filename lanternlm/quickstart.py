@@ -11,7 +11,7 @@
    (:func:`lanternlm.inspect.report.write_report`);
 5. **chat** — fine-tune the base model on the verifiable tasks and conversational glue at
    every reasoning level, evaluate accuracy per task x level on held-out questions, and
-   print a short demo chat (:func:`lanternlm.train.sft.sft_quick`).
+   print a short demo chat (:func:`sft_quick`).
 
 Everything lands in one directory (``runs/quickstart`` by default); a ``quickstart.json``
 there records what each step wrote. Each stage is also its own command
@@ -34,6 +34,10 @@ from .errors import LanternError
 from .log import logger
 
 MARKER = "quickstart.json"
+
+#: What the quickstart's chat step shows at the end.
+DEMO_QUESTIONS = ("Hello! Who are you?", "How many r's are in strawberry?", "What is 47 + 385?",
+                  "Reverse the word 'lantern'.")
 
 
 @dataclass
@@ -70,13 +74,42 @@ def _claim(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True)
 
 
+def _from_preset(presets: dict[str, Any], name: str, **given: Any) -> tuple[Any, dict[str, str]]:
+    """Preset ``name`` with the quickstart's own values, and where each value came from."""
+    config = dataclasses.replace(presets[name], **given)
+    return config, {f.name: "quickstart" if f.name in given else f"preset:{name}"
+                    for f in dataclasses.fields(config)}
+
+
+def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n: int = 20,
+              eval_max_tokens: int = 256, seed: int = 1337, max_steps: int | None = None) -> dict[str, Any]:
+    """The quickstart's chat stage: SFT (preset ``tiny`` for ``minutes``, or ``max_steps``)
+    → evaluation → demo.
+
+    Returns ``{"sft": summary, "eval": result, "table": str, "transcript": str}``; the run
+    directory ``out`` holds the chat model, ``eval.json`` and ``eval.png``. About
+    ``minutes`` + 2 minutes on 2 CPU cores with the defaults.
+    """
+    from .evaluate import demo_transcript, evaluate_run, format_table
+    from .train.sft import SFT_PRESETS, sft
+
+    given: dict[str, Any] = {"base": str(base), "max_minutes": minutes, "seed": seed}
+    if max_steps is not None:
+        given["max_steps"] = max_steps
+    config, sources = _from_preset(SFT_PRESETS, "tiny", **given)
+    summary = sft(config, out, sources=sources)
+    result = evaluate_run(out, n=eval_n, max_tokens=eval_max_tokens)
+    transcript = demo_transcript(out, DEMO_QUESTIONS, levels=("none", "high"), max_tokens=eval_max_tokens)
+    return {"sft": summary, "eval": result, "table": format_table(result), "transcript": transcript}
+
+
 def quickstart(config: QuickstartConfig) -> dict[str, Any]:
-    """Run data → tokenizer → shards → pretraining → samples; return what was written where."""
+    """Run data → tokenizer → shards → pretraining → samples → report → chat; return what
+    was written where."""
     from .data.prepare import PrepareConfig, prepare
     from .train.pretrain import PRETRAIN_PRESETS, pretrain
     from .inspect.report import write_report
     from .train.sample import sample
-    from .train.sft import sft_quick
 
     if config.preset not in PRETRAIN_PRESETS:
         raise LanternError(f"--preset {config.preset!r}: choose one of {sorted(PRETRAIN_PRESETS)}")
@@ -102,12 +135,10 @@ def quickstart(config: QuickstartConfig) -> dict[str, Any]:
     t1 = time.perf_counter()
     logger.info("[2/5] pretrain: preset %s for up to %.1f minutes", config.preset, config.minutes)
     run = out / "run"
-    overrides: dict[str, Any] = {"data": str(shards), "max_minutes": config.minutes, "seed": config.seed}
+    given: dict[str, Any] = {"data": str(shards), "max_minutes": config.minutes, "seed": config.seed}
     if config.max_steps:
-        overrides["max_steps"] = config.max_steps
-    train_cfg = dataclasses.replace(PRETRAIN_PRESETS[config.preset], **overrides)
-    sources = {f.name: ("quickstart" if f.name in overrides else f"preset:{config.preset}")
-               for f in dataclasses.fields(train_cfg)}
+        given["max_steps"] = config.max_steps
+    train_cfg, sources = _from_preset(PRETRAIN_PRESETS, config.preset, **given)
     result = pretrain(train_cfg, run, sources=sources)
     record("pretrain", dir=str(run), seconds=round(time.perf_counter() - t1, 1), summary=result)
 
@@ -158,7 +189,7 @@ def describe(summary: dict[str, Any]) -> str:
               f"  lantern inspect attention {run} \"The king is dead\" --query dead",
               f"  lantern info {run}"]
     if "chat" in steps:
-        lines.append(f"  lantern chat {steps['chat']['dir']} --format chat --reasoning high --show-thinking")
+        lines.append(f"  lantern chat {steps['chat']['dir']} --reasoning high --show-thinking")
     else:
         lines.append(f"  lantern chat {run}")
     return "\n".join(lines)

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from lanternlm.chat import (ChatTokens, Rendered, load_jsonl, pack, reasoning_of, render,
-                            render_for_generation, show, split_reply, validate, write_jsonl)
+from lanternlm.chat import (ChatTokens, Rendered, load_jsonl, reasoning_of, render, render_for_generation, show,
+                            split_reply, validate, write_jsonl)
+from lanternlm.data.loader import pack
 from lanternlm.errors import LanternError
 from lanternlm.tokenizer import Tokenizer
 

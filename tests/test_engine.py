@@ -284,7 +284,6 @@ def assert_unchanged(model: GPT, before: dict) -> None:
 def test_the_engine_leaves_the_model_as_it_is(family, kwargs):
     model = make_model(family).train()  # a trainer's live policy: training mode, dropout on
     model.blocks[0].attn.eval()  # and one submodule's flag set otherwise, kept as it is
-    model.config.dropout = 0.0
     before = model_snapshot(model)
     engine = Engine(model, **kwargs)
     engine.generate(PROMPTS, max_tokens=4, sampling=SamplingParams(temperature=0.9, repetition_penalty=1.2, seed=0),

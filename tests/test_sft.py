@@ -1,4 +1,7 @@
-"""Supervised fine-tuning: masked loss, padding isolation, inheritance, marker, resume, errors."""
+"""Supervised fine-tuning: masked loss, padding isolation, inheritance, run record, resume, errors.
+
+The chat batches themselves (bucketing, collation, order, ranks) are tested with the other
+loaders in ``test_loader.py``; SFT under ``torchrun`` in ``test_train_ddp.py``."""
 
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ from safetensors.torch import load_file
 
 from lanternlm.chat import render
 from lanternlm.cli import main
+from lanternlm.data.loader import chat_eval_batches, collate
 from lanternlm.errors import LanternError
-from lanternlm.inspect.thinking import chat_stage
 from lanternlm.model import GPT, GPTConfig
+from lanternlm.run import Run
 from lanternlm.tasks import TASKS
-from lanternlm.train.sft import Batches, bucketed_batches, collate, sft
+from lanternlm.train.distributed import DistInfo
+from lanternlm.train.loop import evaluate
+from lanternlm.train.sft import sft
 
 from sft_helpers import make_base, small_sft, train_tokenizer
 
@@ -69,24 +75,19 @@ def test_a_padded_row_computes_exactly_the_conversation_alone(tokenizer):
         torch.testing.assert_close(together[b, :len(item.ids) - 1], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_bucketed_batches_cover_every_example_once_with_similar_lengths():
-    lengths = [(i * 37) % 101 for i in range(200)]
-    batches = bucketed_batches(lengths, batch_size=8, seed=5, window=25)
-    assert sorted(i for b in batches for i in b) == list(range(200))
-    assert bucketed_batches(lengths, 8, seed=5, window=25) == batches
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
-    assert spread < 10  # random batches would spread over ~80
-
-
-def test_batches_resume_in_the_same_order(tokenizer):
-    items = conversations(tokenizer) * 3
-    first = Batches(items, batch_size=4, seed=0, pad_id=0)
-    seen = [next(first)[0].tolist() for _ in range(5)]  # crosses an epoch (15 items = 4 batches)
-    again = Batches(items, batch_size=4, seed=0, pad_id=0)
-    [next(again) for _ in range(2)]
-    resumed = Batches(items, batch_size=4, seed=0, pad_id=0)
-    resumed.load_state_dict(again.state_dict())
-    assert [next(resumed)[0].tolist() for _ in range(3)] == seen[2:]
+def test_validation_loss_is_the_mean_over_masked_in_tokens_whatever_the_batching(tokenizer):
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size + 20, block_size=512, n_layer=1, n_head=2, n_embd=16))
+    items = conversations(tokenizer)
+    x, y = collate(items, pad_id=tokenizer.pad_id)
+    logits = model(x).logits[..., :tokenizer.vocab_size]  # the padding rows are not tokens
+    expected = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1).item()
+    single = DistInfo(0, 0, 1, torch.device("cpu"))
+    for batch_size in (1, 2, 5):
+        batches = chat_eval_batches(items, batch_size, tokenizer.pad_id)
+        scores = evaluate(model, batches, None, torch.autocast("cpu", enabled=False), single,
+                          vocab_limit=tokenizer.vocab_size)
+        assert scores == {"val_loss": pytest.approx(expected, rel=1e-5)}
 
 
 def test_sft_inherits_logs_marks_the_chat_model_and_trains(base, tmp_path, caplog):
@@ -96,7 +97,8 @@ def test_sft_inherits_logs_marks_the_chat_model_and_trains(base, tmp_path, caplo
                   sources={"beta1": "cli", "block_size": "cli", "base": "cli"})
     assert summary["steps"] == 3
     saved = json.loads((run / "config.json").read_text())
-    assert saved["stage"] == "sft" and saved["base"] == str(base) and chat_stage(run) == "sft"
+    assert saved["stage"] == "sft" and saved["config"]["base"] == str(base)
+    assert Run(run).chat and Run(run).parent.path == base.resolve()
     # beta2 / weight decay come from the base's config.json, beta1 is overridden
     assert saved["config"]["beta2"] == 0.99 and saved["sources"]["beta2"] == "base"
     assert saved["config"]["weight_decay"] == 0.05 and saved["sources"]["weight_decay"] == "base"
@@ -139,13 +141,15 @@ def test_chat_jsonl_data_and_too_long_conversations(base, tokenizer, tmp_path):
                                                {"role": "assistant", "content": long_answer}]}) + "\n")
     with pytest.raises(LanternError, match=r"chat.jsonl: conversation 2: \d+ tokens do not fit"):
         sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, too_long="error"), tmp_path / "a")
-    sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1), tmp_path / "b")
+    with pytest.raises(LanternError, match="not enough conversations for one batch: 1, but a global batch needs 4"):
+        sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1), tmp_path / "b")
+    sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1, batch_size=1), tmp_path / "b")
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0}
 
 
 def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
-    with pytest.raises(LanternError, match="not a run directory"):
+    with pytest.raises(LanternError, match="missing: no such run directory"):
         sft(small_sft(tmp_path / "missing"), tmp_path / "x")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [{"role": "bot"\n')

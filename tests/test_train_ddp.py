@@ -1,5 +1,6 @@
 """`torchrun --nproc_per_node=2` (gloo, CPU) follows the same loss curve as 1 process
-with the same global batch."""
+with the same global batch: pretraining (token windows) and fine-tuning (padded chat rows
+of different lengths, a different count of trained tokens in every micro-batch)."""
 
 import os
 import subprocess
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from lanternlm.train.metrics import read_metrics
+from sft_helpers import make_base, train_tokenizer
 from test_train import make_shards
 
 FLAGS = ["-q", "pretrain", "--preset", "tiny", "--model", "llama-style-tiny", "--n-layer", "2",
@@ -16,22 +18,44 @@ FLAGS = ["-q", "pretrain", "--preset", "tiny", "--model", "llama-style-tiny", "-
          "--max-steps", "8", "--max-minutes", "none", "--lr", "1e-2", "--warmup-steps", "2",
          "--eval-every", "4", "--eval-tokens", "256", "--log-every", "1", "--checkpoint-every", "8",
          "--seed", "0", "--device", "cpu"]
+SFT_FLAGS = ["-q", "sft", "--examples-per-task", "8", "--val-per-task", "2", "--block-size", "512",
+             "--max-steps", "4", "--max-minutes", "none", "--lr", "5e-3", "--warmup-steps", "1",
+             "--eval-every", "2", "--log-every", "1", "--checkpoint-every", "4", "--seed", "0", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def one_and_two(flags, one, two, batch):
+    """Run the command once in one process with ``--batch-size batch`` and once under
+    torchrun in two with half of it; return both metrics files' records."""
+    subprocess.run([sys.executable, "-m", "lanternlm.cli", *flags, "--batch-size", str(batch), "--out", str(one)],
+                   env=ENV, check=True, timeout=300)
+    subprocess.run([*TORCHRUN, "-m", "lanternlm.cli", *flags, "--batch-size", str(batch // 2), "--out", str(two)],
+                   env=ENV, check=True, timeout=300)
+    return read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
+
+
+def assert_same_curves(a, b, steps):
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, steps + 1))
+    for key in ("train_loss", "grad_norm"):
+        np.testing.assert_allclose([r[key] for r in b], [r[key] for r in a], rtol=1e-4, err_msg=key)
+    np.testing.assert_allclose([r["val_loss"] for r in b if "val_loss" in r],
+                               [r["val_loss"] for r in a if "val_loss" in r], rtol=1e-4)
+    assert len([r for r in a if "val_loss" in r]) >= 2
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     data = make_shards(tmp_path / "shards")
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "lanternlm.cli", *FLAGS, "--batch-size", "4",
-                    "--data", str(data), "--out", str(one)], env=ENV, check=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "lanternlm.cli", *FLAGS, "--batch-size", "2",
-                    "--data", str(data), "--out", str(two)], env=ENV, check=True, timeout=300)
-    a, b = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 9))
-    for key in ("train_loss", "grad_norm"):
-        np.testing.assert_allclose([r[key] for r in b], [r[key] for r in a], rtol=1e-4, err_msg=key)
-    np.testing.assert_allclose([r["val_loss"] for r in b if "val_loss" in r],
-                               [r["val_loss"] for r in a if "val_loss" in r], rtol=1e-4)
+    a, b = one_and_two([*FLAGS, "--data", str(data)], tmp_path / "one", tmp_path / "two", batch=4)
+    assert_same_curves(a, b, steps=8)
     assert a[0]["train_loss"] - a[-1]["train_loss"] > 0.5  # it did learn
+
+
+@pytest.mark.slow
+def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    base = make_base(train_tokenizer(), tmp_path)
+    a, b = one_and_two([*SFT_FLAGS, "--base", str(base)], tmp_path / "one", tmp_path / "two", batch=4)
+    assert_same_curves(a, b, steps=4)
+    assert all(0 < r["pad_fraction"] < 1 and 0 < r["trained_fraction"] < 1 for r in a + b)
+    assert a[0]["train_loss"] > a[-1]["train_loss"]  # it did learn

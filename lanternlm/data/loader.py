@@ -1,32 +1,46 @@
-"""Batches of (input, target) token windows over a split of token shards.
+"""Every stage's batches, in one place: token windows for pretraining, padded chat rows for
+fine-tuning, and packed chat rows (the alternative to padding, measured by
+``bench/thinking.py``).
 
-The training loader cuts every shard into non-overlapping windows of
-``block_size + 1`` tokens, shuffles the windows with a generator seeded by
-``(seed, epoch)`` and deals them out as *global batches* of
-``batch_size * world_size`` windows. Process ``rank`` takes rows
-``[rank * batch_size, (rank + 1) * batch_size)`` of every global batch, so N
-processes together consume exactly the windows one process with a batch of
-``N * batch_size`` would, in the same order.
+**Token windows** (:class:`BatchLoader`, :func:`eval_batches`). The training loader cuts
+every shard into non-overlapping windows of ``block_size + 1`` tokens, shuffles the
+windows with a generator seeded by ``(seed, epoch)`` and deals them out as *global
+batches* of ``batch_size * world_size`` windows. Process ``rank`` takes rows
+``[rank * batch_size, (rank + 1) * batch_size)`` of every global batch, so N processes
+together consume exactly the windows one process with a batch of ``N * batch_size``
+would, in the same order. Each epoch starts the windows at a different offset (drawn
+from the same generator, ``0 <= offset < block_size``) so that later epochs do not
+repeat the exact same cuts of the text. The validation iterator is fixed: contiguous
+windows from the start of the split covering its first ``max_tokens`` tokens.
 
-Each epoch starts the windows at a different offset (drawn from the same
-generator, ``0 <= offset < block_size``) so that later epochs do not repeat
-the exact same cuts of the text.
+**Chat rows** (:class:`ChatBatches`, :func:`chat_eval_batches`). One rendered
+conversation per row, right-padded (:func:`collate`), rows of similar length batched
+together (:func:`bucketed_batches`) so that little padding is computed. They are dealt
+to processes like the windows: an epoch is planned in global batches of ``batch_size *
+world_size`` rows and rank r takes its slice of each. An epoch's remainder (the
+``len % global batch`` conversations left after the shuffle) sits that epoch out, so
+every global batch is full and no rank ever gets an empty batch; the next epoch's
+shuffle leaves out others.
 
-The position in the stream is two integers (epoch, batch within the epoch):
-:meth:`BatchLoader.state_dict` / :meth:`BatchLoader.load_state_dict` carry it
-across a resume, which then sees the same batches as an uninterrupted run.
+**Packed rows** (:func:`pack`): several conversations in one fixed-length row, each
+position labelled with its conversation.
 
-The validation iterator (:func:`eval_batches`) is fixed: contiguous windows
-from the start of the split covering its first ``max_tokens`` tokens.
+Both training streams are endless, and their position is two integers (epoch, batch
+within the epoch): ``state_dict()`` / ``load_state_dict()`` carry it across a resume,
+which then sees the same batches as an uninterrupted run; ``epochs_done`` says how far
+they went.
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..chat import Rendered
 from ..errors import LanternError
 
 
@@ -53,11 +67,16 @@ def window_starts(lengths: Sequence[int], block_size: int, offset: int = 0) -> t
     return np.concatenate(shards), np.concatenate(starts)
 
 
+def _place(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` on ``device``; on CUDA copied from pinned memory without waiting."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch
+
+
 def _to_device(buf: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ``block_size + 1`` tokens -> (x, y) LongTensors, y shifted by one."""
-    rows = torch.from_numpy(buf.astype(np.int64))  # (B, T + 1)
-    if device.type == "cuda":
-        rows = rows.pin_memory().to(device, non_blocking=True)
+    rows = _place(torch.from_numpy(buf.astype(np.int64)), device)  # (B, T + 1)
     return rows[:, :-1], rows[:, 1:]  # (B, T), (B, T)
 
 
@@ -113,6 +132,11 @@ class BatchLoader:
         self.batch += 1
         return _to_device(buf, self.device)  # (B, T), (B, T)
 
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the windows so far (fractional)."""
+        return self.epoch + self.batch / self.batches_per_epoch
+
     def state_dict(self) -> dict[str, int]:
         """Where the stream stands, plus what must match for a resume to see the same order."""
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
@@ -153,3 +177,174 @@ def eval_batches(shards: Sequence[np.ndarray], batch_size: int, block_size: int,
         picks = mine[i:i + batch_size]
         buf = np.stack([shards[shard[w]][start[w]:start[w] + span] for w in picks])
         yield _to_device(buf, device)  # (b, T), (b, T)
+
+
+# --------------------------------------------------------------------------- chat rows
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int = 32) -> list[list[int]]:
+    """One epoch of full batches (lists of indices): shuffled, rows of similar length together.
+
+    The indices are shuffled and the last ``len(lengths) % batch_size`` of them sit this
+    epoch out (so every batch is full); the rest are cut into windows of ``window *
+    batch_size``, each window sorted by length and cut into batches; then the batches are
+    shuffled. The same arguments give the same batches.
+
+    >>> bucketed_batches([5, 1, 4, 2, 3, 6], batch_size=2, seed=0)
+    [[5, 0], [3, 1], [2, 4]]
+    >>> bucketed_batches([5, 1, 4, 2, 3, 6, 7], batch_size=2, seed=0)  # index 6 sits out
+    [[5, 0], [3, 1], [2, 4]]
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order = order[:len(order) - len(order) % batch_size]
+    span = window * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items: Sequence[Rendered], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded inputs and targets (-1 = no loss), as long as the longest item.
+
+    >>> x, y = collate([Rendered([9, 1, 2], [0, 1, 1], "none"), Rendered([9, 3], [0, 1], "none")], pad_id=0)
+    >>> x.tolist(), y.tolist()
+    ([[9, 1], [9, 0]], [[1, 2], [3, -1]])
+    """
+    T = max(len(r.ids) for r in items) - 1
+    x = torch.full((len(items), T), pad_id, dtype=torch.long)  # (B, T)
+    y = torch.full((len(items), T), -1, dtype=torch.long)  # (B, T)
+    for b, r in enumerate(items):
+        n = len(r.ids) - 1
+        x[b, :n] = torch.tensor(r.ids[:-1])
+        y[b, :n] = torch.tensor(r.targets())
+    return x, y
+
+
+class ChatBatches:
+    """Endless epochs of padded chat rows ``(x, y)``, ``LongTensor[batch_size, T]`` with T the
+    longest row of the batch; rank ``rank`` of ``world_size`` takes its slice of every
+    global batch (see the module docstring)."""
+
+    def __init__(self, rows: Sequence[Rendered], batch_size: int, *, pad_id: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu") -> None:
+        if batch_size < 1:
+            raise LanternError(f"batch_size ({batch_size}) must be >= 1")
+        if not 0 <= rank < world_size:
+            raise LanternError(f"rank {rank} is outside world_size {world_size}")
+        self.rows, self.batch_size, self.pad_id, self.seed = rows, batch_size, pad_id, seed
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.global_batch = batch_size * world_size
+        if len(rows) < self.global_batch:
+            raise LanternError(f"not enough conversations for one batch: {len(rows)}, but a global batch "
+                               f"needs {self.global_batch} (batch_size {batch_size} x world_size "
+                               f"{world_size}); use a smaller batch_size or more data")
+        self.lengths = [len(r.ids) for r in rows]
+        self.epoch, self.batch = 0, 0
+        self._plan_epoch()
+
+    def _plan_epoch(self) -> None:
+        self._plan = bucketed_batches(self.lengths, self.global_batch, self.seed + self.epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch >= len(self._plan):
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._plan_epoch()
+        mine = self._plan[self.batch][self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        self.batch += 1
+        x, y = collate([self.rows[i] for i in mine], self.pad_id)
+        return _place(x, self.device), _place(y, self.device)  # (B, T), (B, T)
+
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the conversations so far (fractional)."""
+        return self.epoch + self.batch / len(self._plan)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the stream stands, plus what must match for a resume to see the same order."""
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
+                "global_batch": self.global_batch, "rows": len(self.rows)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state``; the data, seed and global batch must be the same."""
+        for key in ("seed", "global_batch", "rows"):
+            if state[key] != self.state_dict()[key]:
+                raise LanternError(
+                    f"cannot resume the batch order: saved {key} is {state[key]}, now "
+                    f"{self.state_dict()[key]} (the conversations, seed and batch_size x world_size "
+                    f"must match the interrupted run)")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._plan_epoch()
+
+
+def chat_eval_batches(rows: Sequence[Rendered], batch_size: int, pad_id: int, *, rank: int = 0,
+                      world_size: int = 1, device: str | torch.device = "cpu"
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed validation batches of padded chat rows: row ``i`` goes to rank ``i % world_size``,
+    in order; a rank's last batch may be short (and a rank may get none)."""
+    mine = list(rows[rank::world_size])
+    device = torch.device(device)
+    for start in range(0, len(mine), batch_size):
+        x, y = collate(mine[start:start + batch_size], pad_id)
+        yield _place(x, device), _place(y, device)  # (b, T), (b, T)
+
+
+# --------------------------------------------------------------------------- packed rows
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """One training row: inputs, targets (-1 = no loss) and the conversation of each position.
+
+    ``segments[i]`` is the index (within the row) of the conversation position ``i``
+    belongs to, -1 for padding: attention can be kept inside a conversation with it.
+    """
+
+    inputs: list[int]
+    targets: list[int]
+    segments: list[int]
+
+
+def pack(rendered: Sequence[Rendered], seq_len: int, pad_id: int) -> list[PackedRow]:
+    """Pack conversations, in order, into rows of ``seq_len`` (inputs, targets) pairs.
+
+    A conversation of ``L`` tokens gives ``L - 1`` pairs; it goes into the current row if
+    it fits, else starts a new one (the old row is padded: input ``pad_id``, target -1).
+    A conversation longer than a row is cut to ``seq_len`` pairs.
+
+    >>> a, b = Rendered([9, 1, 2], [0, 1, 1], "none"), Rendered([9, 3, 4, 5], [0, 0, 1, 1], "none")
+    >>> [(r.inputs, r.targets, r.segments) for r in pack([a, b], seq_len=4, pad_id=0)]
+    [([9, 1, 0, 0], [1, 2, -1, -1], [0, 0, -1, -1]), ([9, 3, 4, 0], [-1, 4, 5, -1], [0, 0, 0, -1])]
+    """
+    if seq_len < 1:
+        raise LanternError(f"pack: seq_len must be >= 1, got {seq_len}")
+    rows: list[PackedRow] = []
+    inputs: list[int] = []
+    targets: list[int] = []
+    segments: list[int] = []
+
+    def close() -> None:
+        pad = seq_len - len(inputs)
+        rows.append(PackedRow(inputs + [pad_id] * pad, targets + [-1] * pad, segments + [-1] * pad))
+
+    for item in rendered:
+        pairs = min(len(item.ids) - 1, seq_len)
+        if pairs < 1:
+            continue
+        if len(inputs) + pairs > seq_len:
+            close()
+            inputs, targets, segments = [], [], []
+        segment = segments[-1] + 1 if segments else 0
+        inputs += item.ids[:pairs]
+        targets += item.targets()[:pairs]
+        segments += [segment] * pairs
+    if inputs:
+        close()
+    return rows

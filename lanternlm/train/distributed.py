@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..run import pick_device
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available, else cpu; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group that ``torchrun`` describes, or describe a single process."""
+    """Join the process group that ``torchrun`` describes, or describe a single process.
+
+    ``device`` as :func:`lanternlm.run.pick_device` takes it; under ``torchrun`` on CUDA
+    each process takes the GPU of its local rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistInfo(0, 0, 1, pick_device(device))
@@ -79,6 +76,15 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def sum_over_processes(value: float, info: DistInfo) -> float:
+    """``value`` summed over all processes (for one process: itself, no device round trip)."""
+    if not info.enabled:
+        return value
+    total = torch.tensor(float(value), dtype=torch.float64, device=info.device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.item()
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:

@@ -1,8 +1,9 @@
 """Training measurements: bits per byte, MFU, the metrics JSONL file and the plateau rule.
 
 ``metrics.jsonl`` holds one JSON object per logged step with the keys
-``step, train_loss, val_loss, bpb, lr, grad_norm, tokens_per_s, mfu, elapsed_s``
-(``val_loss``/``bpb`` only on evaluation steps, ``mfu`` only where the device's peak is known).
+``step, train_loss, lr, grad_norm, tokens_per_s, mfu, ..._fraction, elapsed_s`` and the
+evaluation's (``val_loss``, ``bpb``, ...) on evaluation steps; ``mfu`` only where the
+device's peak is known (the training loop writes them, :mod:`lanternlm.train.loop`).
 """
 
 from __future__ import annotations

@@ -1,50 +1,41 @@
-"""Pretraining: next-token prediction over token shards.
+"""Pretraining: next-token prediction over token shards, on the one training loop.
 
-``pretrain(config, run_dir)`` runs the whole stage:
+``pretrain(config, run_dir)`` runs the stage on :func:`lanternlm.train.loop.train`; what
+it supplies (:func:`build`):
 
-1. open the shards (:func:`lanternlm.data.shards.open_shards`), build the model from
-   ``config.model`` (a :data:`lanternlm.model.MODEL_PRESETS` name) with the fields this
-   config overrides, the vocabulary taken from the shards' tokenizer;
-2. loop: for each step, ``grad_accum`` micro-batches forward/backward (bf16 autocast on
-   CUDA), clip the gradient norm, set the scheduled learning rate, step the optimizer(s);
-3. every ``eval_every`` steps: validation loss and bits per byte on the first
-   ``eval_tokens`` tokens of the val split, and the plateau rule when turned on;
-4. every ``log_every`` steps a line in ``metrics.jsonl``; every ``checkpoint_every`` steps
-   and at the end an atomic checkpoint (:mod:`lanternlm.train.checkpoint`); ``loss.png``
-   at the end.
+- the **model**: ``config.model`` (a :data:`lanternlm.model.MODEL_PRESETS` name) with the
+  fields this config overrides, the vocabulary taken from the shards' tokenizer
+  (:func:`model_config_for`), freshly initialised;
+- the **batches**: shuffled windows of the train split, each process its rows of every
+  global batch (:class:`lanternlm.data.loader.BatchLoader`);
+- the **loss**: cross-entropy summed over every target (:func:`lanternlm.train.loop.token_loss`);
+- the **evaluation**: validation loss and bits per byte on the first ``eval_tokens``
+  tokens of the val split (:func:`evaluate`), scored by the vocabulary a base model's
+  engine samples from (:func:`lanternlm.run.base_vocab_limit`).
 
-Resume (``resume=True`` on a run directory that has a checkpoint) restores weights,
-optimizer, step, RNG states and the loader's position, so on CPU the continued run's
-losses are bit-identical to an uninterrupted one. Under ``torchrun`` every process runs
-this same function; see :mod:`lanternlm.train.distributed`.
-
-With ``max_minutes`` set, the run stops at the time budget and the schedule is stretched
-to it: the total step count is re-estimated every step from the speed so far (so such a
-run is not bit-reproducible; one without a budget is).
+The loop does the rest: schedule and time budget, gradient accumulation, clipping, DDP
+under ``torchrun``, ``metrics.jsonl``, the plateau rule, atomic checkpoints and exact
+resume, ``loss.png``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import math
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
-from .. import config as cfg
 from ..config import option
 from ..errors import LanternError
-from ..log import logger, progress, set_verbosity
-from . import distributed as D
-from .checkpoint import latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
-from .metrics import MetricsLog, Plateau, bits_per_byte, model_flops_utilization, peak_flops, read_metrics
-from .optim import OPTIMIZERS, build_optimizers
-from .schedule import SCHEDULES, lr_at
+from ..log import logger
+from .distributed import DistInfo
+from .loop import AUTOCAST_DTYPES, RESUMABLE, Stage, evaluate, resolve, token_loss, train
+from .optim import OPTIMIZERS
+from .schedule import SCHEDULES
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size")
 
@@ -88,7 +79,7 @@ class PretrainConfig:
     early_stop_min_delta: float = option(0.0, "an evaluation improves when val loss drops by more than this")
     seed: int = option(1337, "seed for initialisation and data order")
     device: str = option("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
-    dtype: str = option("auto", "autocast dtype: auto (bfloat16 on CUDA, none on CPU), bfloat16 or float32")
+    dtype: str = option("auto", f"autocast dtype, one of {AUTOCAST_DTYPES}: auto = bfloat16 on CUDA, none on CPU")
     compile: bool = option(False, "torch.compile the model")
 
 
@@ -105,44 +96,24 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
                                 eval_tokens=1 << 20, log_every=10, checkpoint_every=1000, compile=True),
 }
 
-# Fields that may change when a run is resumed; all others must match the saved config.
-RESUMABLE_CHANGES = ("max_steps", "max_minutes", "eval_every", "eval_tokens", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "early_stop_patience",
-                     "early_stop_min_delta", "device", "compile", "data")
+#: Fields that may change when a run is resumed; all others must match the saved config.
+RESUMABLE_CHANGES = RESUMABLE + ("eval_tokens", "data")
 
 
 def check_config(config: PretrainConfig) -> None:
-    """Raise :class:`LanternError` naming the first field with an impossible value."""
+    """Raise :class:`LanternError` naming the first pretraining field with an impossible
+    value (the loop checks the fields it reads, :func:`lanternlm.train.loop.check_config`)."""
     def bad(field: str, rule: str) -> LanternError:
         return LanternError(f"pretrain config: {field}={getattr(config, field)!r} is invalid: {rule}")
 
     if not config.data:
         raise bad("data", "give the shards directory (--data)")
-    for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every",
-                 "checkpoint_every", "keep_checkpoints", "eval_tokens"):
-        if getattr(config, name) < 1:
-            raise bad(name, "must be >= 1")
+    if config.eval_tokens < 1:
+        raise bad("eval_tokens", "must be >= 1")
     for name in MODEL_FIELDS + ("vocab_size",):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise bad(name, "must be >= 1 or None")
-    if config.optimizer not in OPTIMIZERS:
-        raise bad("optimizer", f"choose one of {OPTIMIZERS}")
-    if config.schedule not in SCHEDULES:
-        raise bad("schedule", f"choose one of {SCHEDULES}")
-    if config.dtype not in ("auto", "bfloat16", "float32"):
-        raise bad("dtype", "choose auto, bfloat16 or float32")
-    if config.max_minutes is not None and config.max_minutes <= 0:
-        raise bad("max_minutes", "must be > 0 or None")
-    if not 0 <= config.min_lr_ratio <= 1:
-        raise bad("min_lr_ratio", "must be in [0, 1]")
-    if not 0 < config.decay_fraction <= 1:
-        raise bad("decay_fraction", "must be in (0, 1]")
-    if config.lr <= 0 or config.muon_lr <= 0:
-        raise bad("lr" if config.lr <= 0 else "muon_lr", "must be > 0")
-    if config.grad_clip < 0 or config.weight_decay < 0 or config.warmup_steps < 0:
-        raise bad("grad_clip" if config.grad_clip < 0 else "weight_decay" if config.weight_decay < 0
-                  else "warmup_steps", "must be >= 0")
 
 
 def model_config_for(config: PretrainConfig, tokenizer_vocab: int):
@@ -160,218 +131,52 @@ def model_config_for(config: PretrainConfig, tokenizer_vocab: int):
     return dataclasses.replace(MODEL_PRESETS[config.model], vocab_size=vocab, **overrides)
 
 
-def _incompatible(saved: PretrainConfig, now: PretrainConfig) -> list[str]:
-    return [f"{f.name}: saved {getattr(saved, f.name)!r}, now {getattr(now, f.name)!r}"
-            for f in dataclasses.fields(PretrainConfig)
-            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(now, f.name)]
-
-
-def _autocast(config: PretrainConfig, device: torch.device):
-    if config.dtype == "bfloat16" or (config.dtype == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, byte_lengths: torch.Tensor, autocast, info: D.DistInfo) -> dict[str, float]:
-    """Mean validation cross-entropy (nats/token) and bits per byte over ``batches``.
-
-    Bits per byte = CE summed over targets / (ln 2 x UTF-8 bytes of those targets); special
-    tokens have no bytes and are left out of both sums. Sums are added over processes.
-    """
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=byte_lengths.device)  # ce, tokens, ce on bytes, bytes
-    for x, y in batches:
-        with autocast:
-            logits = model(x).logits  # (B, T, V)
-        ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (B*T,)
-        nbytes = byte_lengths[y.flatten()]  # (B*T,)
-        sums += torch.stack([ce.sum(), torch.tensor(ce.numel(), device=ce.device),
-                             ce[nbytes > 0].sum(), nbytes.sum()]).double()
-    D.all_reduce_sum(sums, info)
-    model.train(was_training)
-    ce_sum, tokens, ce_bytes, nbytes = sums.tolist()
-    return {"val_loss": ce_sum / tokens, "bpb": bits_per_byte(ce_bytes, int(nbytes))}
-
-
-def pretrain(config: PretrainConfig, run_dir: str | Path, *, resume: bool = False,
-             sources: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run (or with ``resume``, continue) pretraining into ``run_dir``; returns a summary dict."""
+def build(config: PretrainConfig, info: DistInfo) -> Stage:
+    """What pretraining hands the loop on this process (see the module docstring)."""
     from ..data.loader import BatchLoader, eval_batches
     from ..data.shards import open_shards
-    from ..model import GPT, flops_per_token
+    from ..model import GPT
+    from ..run import base_vocab_limit
 
-    check_config(config)
-    run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
-                           f"or choose another --out")
-    if resume and (run_dir / "config.json").exists():
-        diffs = _incompatible(cfg.load(run_dir / "config.json", PretrainConfig), config)
-        if diffs:
-            raise LanternError(f"{run_dir / 'config.json'}: cannot resume with a different setup: "
-                               + "; ".join(diffs))
-
-    info = D.init_distributed(config.device)
-    if not info.is_main:
-        set_verbosity(quiet=True)
     shards = open_shards(config.data)
     tokenizer = shards.tokenizer()
-    train_arrays, val_arrays = shards.split("train"), shards.split("val")
     mconf = model_config_for(config, tokenizer.vocab_size)
-
-    torch.manual_seed(config.seed)
     model = GPT(mconf).to(info.device)
-    loader = BatchLoader(train_arrays, config.batch_size, mconf.block_size, seed=config.seed,
-                         rank=info.rank, world_size=info.world_size, device=info.device)
-    optimizers = build_optimizers(model, name=config.optimizer, lr=config.lr,
-                                  muon_lr=config.muon_lr, weight_decay=config.weight_decay,
-                                  betas=(config.beta1, config.beta2), fused=info.device.type == "cuda")
-    plateau = Plateau(config.early_stop_patience, config.early_stop_min_delta)
+    batches = BatchLoader(shards.split("train"), config.batch_size, mconf.block_size, seed=config.seed,
+                          rank=info.rank, world_size=info.world_size, device=info.device)
     lengths = tokenizer.token_byte_lengths()
     byte_lengths = torch.zeros(mconf.vocab_size, dtype=torch.long)
     byte_lengths[:len(lengths)] = torch.tensor(lengths, dtype=torch.long)
     byte_lengths = byte_lengths.to(info.device)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    val, vocab_limit = shards.split("val"), base_vocab_limit(tokenizer)
 
-    step, elapsed_before = 0, 0.0
-    if ckpt is not None:
-        step, elapsed_before = _restore(ckpt, model, optimizers, loader, plateau, tokenizer, info)
-        logger.info(f"resuming {run_dir} from step {step} ({ckpt.name})")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json", config, sources, model=dataclasses.asdict(mconf))
-        if ckpt is not None:
-            metrics.truncate_after(step)
-        elif (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()
+    def validation(model) -> dict[str, float]:
+        windows = eval_batches(val, config.batch_size, mconf.block_size, config.eval_tokens,
+                               rank=info.rank, world_size=info.world_size, device=info.device)
+        return evaluate(model, windows, byte_lengths, nullcontext(), info, vocab_limit=vocab_limit)
 
-    train_model = D.wrap_model(model, info)
-    if config.compile:
-        train_model = torch.compile(train_model)
-    autocast = _autocast(config, info.device)
     tokens_per_step = config.batch_size * mconf.block_size * config.grad_accum * info.world_size
-    peak = peak_flops(info.device)
-    train_flops = flops_per_token(mconf)  # forward + backward
     logger.info(f"model {config.model}: {model.num_params():,} parameters, {mconf.n_layer} layers, "
                 f"width {mconf.n_embd}, context {mconf.block_size}, vocab {mconf.vocab_size}; "
-                f"{tokens_per_step:,} tokens per step on {info.world_size} x {info.device}")
-
-    budget_s = config.max_minutes * 60 if config.max_minutes is not None else None
-    total_steps: float = config.max_steps
-    stop_reason, record = "max_steps", {}
-    t_start, t_window, window_steps = time.perf_counter(), time.perf_counter(), 0
-    bar = progress(total=config.max_steps, initial=step, desc="pretrain", unit="step")
-    while step < config.max_steps:
-        lr = lr_at(config.schedule, step, max_lr=config.lr, min_lr=config.lr * config.min_lr_ratio,
-                   warmup_steps=config.warmup_steps, total_steps=total_steps,
-                   decay_fraction=config.decay_fraction)
-        optimizers.set_lr_factor(lr / config.lr)
-        loss_sum = torch.zeros((), device=info.device)
-        for micro in range(config.grad_accum):
-            x, y = next(loader)
-            with D.no_sync(train_model, micro < config.grad_accum - 1), autocast:
-                loss = train_model(x, y).loss / config.grad_accum
-            loss.backward()
-            loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf)
-        optimizers.step()
-        optimizers.zero_grad()
-        step += 1
-        window_steps += 1
-        bar.update(1)
-
-        last = step == config.max_steps
-        elapsed = elapsed_before + time.perf_counter() - t_start
-        if budget_s is not None:
-            over, total_steps = D.broadcast_object((elapsed >= budget_s, _estimate_total(step, elapsed, budget_s, config)), info)
-            if over:
-                last, stop_reason = True, "time"
-            bar.total = max(step + 1, round(total_steps))
-        evaluated = step % config.eval_every == 0 or last
-        if step % config.log_every == 0 or evaluated:
-            train_loss = D.all_reduce_sum(loss_sum, info).item() / info.world_size
-            now = time.perf_counter()
-            tokens_per_s = window_steps * tokens_per_step / (now - t_window)
-            record = {"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm.item(),
-                      "tokens_per_s": tokens_per_s, "elapsed_s": elapsed}
-            if peak is not None:
-                record["mfu"] = model_flops_utilization(tokens_per_s / info.world_size, train_flops, peak)
-            if evaluated:
-                record.update(evaluate(model, eval_batches(val_arrays, config.batch_size, mconf.block_size,
-                                                           config.eval_tokens, rank=info.rank,
-                                                           world_size=info.world_size, device=info.device),
-                                       byte_lengths, autocast, info))
-                if config.early_stop_patience > 0 and plateau.update(record["val_loss"]) and not last:
-                    last, stop_reason = True, "plateau"
-            if info.is_main:
-                metrics.append(record)
-            bar.set_postfix(loss=f"{train_loss:.3f}", **({"val": f"{record['val_loss']:.3f}"} if evaluated else {}))
-        if step % config.checkpoint_every == 0 or last:
-            _save(run_dir, step, elapsed, model, tokenizer, optimizers, loader, plateau, config, info)
-        if last:
-            break
-        if step % config.log_every == 0 or evaluated:  # speed is measured over training steps only
-            t_window, window_steps = time.perf_counter(), 0
-    bar.close()
-
-    summary = {"run_dir": str(run_dir), "steps": step, "stopped": stop_reason,
-               "tokens": step * tokens_per_step, "params": model.num_params(),
-               "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-               **{k: record[k] for k in ("train_loss", "val_loss", "bpb") if k in record}}
-    if info.is_main:
-        from .plots import plot_loss
-        plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png")
-        logger.info(f"pretraining done ({stop_reason}) after {step} steps: " + ", ".join(
-            f"{k} {summary[k]:.4f}" for k in ("train_loss", "val_loss", "bpb") if k in summary)
-            + f"; run directory {run_dir}")
-    D.shutdown(info)
-    return summary
+                f"{tokens_per_step:,} tokens per step")
+    return Stage(model=model, tokenizer=tokenizer, batches=batches,
+                 count=lambda batch: batch[1].numel(),  # windows have no padding: every target counts
+                 loss=token_loss, tally=lambda batch: {"tokens": batch[0].numel()},
+                 evaluate=validation, title="pretraining loss")
 
 
-def _estimate_total(step: int, elapsed: float, budget_s: float, config: PretrainConfig) -> float:
-    """How many steps fit in the time budget at the speed so far (capped by max_steps)."""
-    return float(min(config.max_steps, max(config.warmup_steps + 1, step * budget_s / max(elapsed, 1e-9))))
-
-
-def _save(run_dir: Path, step: int, elapsed: float, model, tokenizer, optimizers, loader, plateau,
-          config: PretrainConfig, info: D.DistInfo) -> None:
-    rngs = D.all_gather_objects(rng_state(), info)
-    if info.is_main:
-        state = {"step": step, "elapsed_s": elapsed, "optimizers": optimizers.state_dict(),
-                 "loader": loader.state_dict(), "plateau": plateau.state_dict(), "rng": rngs,
-                 "tokenizer": tokenizer.fingerprint()}
-        save_checkpoint(run_dir, step, model, tokenizer, state, keep=config.keep_checkpoints)
-    D.barrier(info)
-
-
-def _restore(ckpt: Path, model, optimizers, loader, plateau, tokenizer, info: D.DistInfo) -> tuple[int, float]:
-    from ..checkpoint import load_model
-
-    state = load_training_state(ckpt)
-    if state["tokenizer"] != tokenizer.fingerprint():
-        raise LanternError(f"{ckpt}: the checkpoint was trained with another tokenizer than the "
-                           f"shards' (fingerprint {state['tokenizer'][:12]} vs {tokenizer.fingerprint()[:12]})")
-    saved = load_model(ckpt, device=info.device)
-    if saved.config != model.config:
-        raise LanternError(f"{ckpt / 'model.json'}: the saved model ({saved.config}) differs from "
-                           f"the configured one ({model.config})")
-    model.load_state_dict(saved.state_dict())
-    optimizers.load_state_dict(state["optimizers"])
-    loader.load_state_dict(state["loader"])
-    plateau.load_state_dict(state["plateau"])
-    rngs = state["rng"]
-    set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
-    return int(state["step"]), float(state["elapsed_s"])
+def pretrain(config: PretrainConfig, run_dir: str | Path, *, resume: bool = False,
+             sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run (or with ``resume``, continue) pretraining into ``run_dir``; returns the summary."""
+    check_config(config)
+    return train("pretrain", config, run_dir, functools.partial(build, config),
+                 resumable=RESUMABLE_CHANGES, resume=resume, sources=sources)
 
 
 def pretrain_from_args(args) -> dict[str, Any]:
     """``lantern pretrain``: the config from a preset (or, with ``--resume``, the run's saved
     config) plus the flags given, then :func:`pretrain`."""
-    config, sources = cfg.resolve(PretrainConfig, PRETRAIN_PRESETS, args)
+    config, sources = resolve("pretrain", PretrainConfig, PRETRAIN_PRESETS, args)
     summary = pretrain(config, Path(args.out), resume=args.resume, sources=sources)
     logger.info(json.dumps(summary, indent=2))
     return summary

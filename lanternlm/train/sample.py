@@ -8,33 +8,28 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from ..errors import LanternError
 from ..sampling import SamplingParams
 
 
 def sample(run_dir: str | os.PathLike, prompt: str = "", *, num: int = 3, max_tokens: int = 200,
            temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int | None = 0,
-           device: str = "auto") -> list[str]:
+           device: str | None = None) -> list[str]:
     """``num`` continuations of ``prompt`` (each returned with the prompt in front).
 
     The prompt is encoded as a document start (``[<|endoftext|>] + text``), the way the
-    model saw every training document; generation stops at the end-of-text token.
+    model saw every training document; generation stops at the end-of-text token. The
+    run's engine samples the ids its stage allows (:attr:`lanternlm.run.Run.vocab_limit`).
     """
-    from ..checkpoint import load_run
-    from ..engine import Engine
     from ..generate import complete, default_stop_tokens, encode_prompt
-    from ..terminal import run_vocab_limit
+    from ..run import Run
 
     if num < 1 or max_tokens < 1:
         raise LanternError(f"sample: num ({num}) and max_tokens ({max_tokens}) must be >= 1")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
-    model, tokenizer = load_run(run_dir, device=dev)
-    engine = Engine(model, device=dev, vocab_limit=run_vocab_limit(run_dir, tokenizer))
+    run = Run(run_dir)
+    engine, tokenizer = run.engine(device), run.tokenizer
     ids = encode_prompt(tokenizer, prompt)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    outs = complete(engine, tokenizer, [ids] * num, max_tokens=max_tokens, sampling=params,
+    outs = complete(engine, tokenizer, [ids], n=num, max_tokens=max_tokens, sampling=params,
                     stop_tokens=default_stop_tokens(tokenizer), truncate="left")
     return [prompt + out.text for out in outs]

@@ -1,0 +1,480 @@
+"""The one training loop: every stage (pretraining, fine-tuning; later DPO, a reward model,
+RL) runs on it, and supplies only what makes it that stage::
+
+    a stage module (pretrain.py, sft.py, ...)          train(name, config, run_dir, build, ...)
+    ─────────────────────────────────────────          ───────────────────────────────────────────────
+    config: a dataclass with the LOOP_FIELDS     ──►   check it; with resume: same setup as the record?
+                                                       join the processes torchrun started → info
+    build(info) -> Stage:                        ◄──   (seeded with config.seed)
+      model      on info.device                  ──►   optimizers, DDP wrapper, torch.compile
+      tokenizer                                  ──►   the run record, every checkpoint
+      batches    this process's micro-batches    ──►   each step: grad_accum micro-batches
+      count(b)   what b's loss sums over         ──►     the global count (all micro-batches, all processes)
+      loss(m, b) b's summed loss                 ──►     backward of loss(m, b) * world_size / global count;
+                                                         clip, scheduled lr, optimizer step
+      tally(b)   counters of b for the log       ──►   every log_every steps a metrics.jsonl line
+      evaluate(m) validation metrics             ──►   every eval_every steps (and last): plateau rule
+                                                       every checkpoint_every steps (and last): checkpoint
+                                                 ◄──   the summary; loss.png
+
+**The loss.** A step's loss is the mean over the counted units (tokens for the language
+stages, pairs for DPO) of all its micro-batches on all processes: each micro-batch adds
+``loss(b) * world_size / global count`` with the count all-reduced before any backward
+pass, and DDP averages the gradients over the processes. For pretraining every
+micro-batch counts the same; for SFT, where padding and prompts do not count, they
+differ, and the mean of per-micro-batch means would weigh a token in a short batch more.
+
+**The log.** Every ``log_every`` steps, every evaluation and every checkpoint step:
+``step, train_loss, lr, grad_norm, tokens_per_s`` (positions computed per second over the
+training steps since the last line, all processes), ``mfu`` where the device's peak is
+known, one ``<name>_fraction`` per other counter of ``tally`` (its share of the
+positions: SFT's ``trained_fraction`` and ``pad_fraction``), ``elapsed_s``, and the
+evaluation's metrics (``val_loss``, ``bpb``, ...) on evaluation steps.
+
+**Time budget.** With ``max_minutes`` the run stops at the budget and the schedule is
+stretched to it: the step count is re-estimated every step from the speed so far
+(:func:`steps_in_budget`; process 0 decides and tells the others), so such a run is not
+bit-reproducible. One without a budget is.
+
+**Resume** (``resume=True``) continues ``run_dir`` from its latest checkpoint: weights,
+optimizer states, step, every process's RNG states, the batch position, the plateau
+rule and the counters, so on CPU the resumed run's losses are bit-identical to an
+uninterrupted one. The config must equal the saved record's in every field outside the
+stage's ``resumable`` list. A run directory with a record but no checkpoint yet (stopped
+before its first) starts again from step 0 and says so; one without a record is an error.
+
+Under ``torchrun`` every process runs this same function (:mod:`.distributed`): the
+batches give each its rows of every global batch, process 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from ..config import from_arguments, from_dict
+from ..errors import LanternError
+from ..log import logger, progress, set_verbosity
+from ..run import RECORD_FILE, read_record, write_record
+from . import distributed as D
+from .checkpoint import STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from .metrics import MetricsLog, Plateau, bits_per_byte, model_flops_utilization, peak_flops, read_metrics
+from .optim import OPTIMIZERS, build_optimizers
+from .schedule import SCHEDULES, lr_at
+
+#: The fields of a stage config the loop reads; every stage config has them.
+LOOP_FIELDS = ("batch_size", "grad_accum", "max_steps", "max_minutes", "optimizer", "lr", "muon_lr",
+               "min_lr_ratio", "schedule", "warmup_steps", "decay_fraction", "weight_decay", "beta1",
+               "beta2", "grad_clip", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
+               "early_stop_patience", "early_stop_min_delta", "seed", "device", "dtype", "compile")
+
+#: Loop fields that may change when a run is resumed (a stage adds its own).
+RESUMABLE = ("max_steps", "max_minutes", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
+             "early_stop_patience", "early_stop_min_delta", "device", "compile")
+
+#: The values of the ``dtype`` field: the forward passes' autocast.
+AUTOCAST_DTYPES = ("auto", "bfloat16", "float32")
+
+#: What a checkpoint's training state holds (see :func:`train`).
+STATE_KEYS = ("step", "elapsed_s", "tokens", "optimizers", "batches", "plateau", "rng", "tokenizer")
+
+
+class Batches(Protocol):
+    """What a stage's ``batches`` are: an endless iterator of this process's micro-batches
+    whose position is saved in every checkpoint (:class:`lanternlm.data.loader.BatchLoader`,
+    :class:`lanternlm.data.loader.ChatBatches`)."""
+
+    epochs_done: float  # passes over the data so far
+
+    def __next__(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Stage:
+    """What a stage's ``build(info)`` hands the loop (see the module docstring)."""
+
+    model: nn.Module  # a lanternlm.model.GPT on info.device; the loop trains it in place
+    tokenizer: Any  # saved with every checkpoint, checked on resume
+    batches: Batches
+    count: Callable[[Any], int]  # what a micro-batch's loss sums over (counted tokens, pairs, ...)
+    loss: Callable[[nn.Module, Any], torch.Tensor]  # a micro-batch's summed loss through the (wrapped) model
+    tally: Callable[[Any], dict[str, int]]  # a micro-batch's log counters: "tokens" (positions computed), ...
+    evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics, "val_loss" for the plateau rule
+    record: dict[str, Any] = field(default_factory=dict)  # extra fields of the run record
+    title: str = "loss"  # of loss.png
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+def check_config(config: Any, name: str) -> None:
+    """Raise :class:`LanternError` naming the first loop field with an impossible value
+    (each stage checks its own fields)."""
+    def bad(field_name: str, rule: str) -> LanternError:
+        return LanternError(f"{name} config: {field_name}={getattr(config, field_name)!r} is invalid: {rule}")
+
+    for key in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "checkpoint_every",
+                "keep_checkpoints"):
+        if getattr(config, key) < 1:
+            raise bad(key, "must be >= 1")
+    if config.optimizer not in OPTIMIZERS:
+        raise bad("optimizer", f"choose one of {OPTIMIZERS}")
+    if config.schedule not in SCHEDULES:
+        raise bad("schedule", f"choose one of {SCHEDULES}")
+    if config.dtype not in AUTOCAST_DTYPES:
+        raise bad("dtype", f"choose one of {AUTOCAST_DTYPES}")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise bad("max_minutes", "must be > 0 or None")
+    if not 0 <= config.min_lr_ratio <= 1:
+        raise bad("min_lr_ratio", "must be in [0, 1]")
+    if not 0 < config.decay_fraction <= 1:
+        raise bad("decay_fraction", "must be in (0, 1]")
+    for key in ("lr", "muon_lr"):
+        if getattr(config, key) <= 0:
+            raise bad(key, "must be > 0")
+    for key in ("grad_clip", "weight_decay", "warmup_steps", "early_stop_patience"):
+        if getattr(config, key) < 0:
+            raise bad(key, "must be >= 0")
+
+
+def autocast(dtype: str, device: torch.device):
+    """The forward passes' autocast for a config's ``dtype``: bfloat16 when asked for, or
+    by default (``auto``) on CUDA; otherwise none."""
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def steps_in_budget(step: int, elapsed_s: float, budget_s: float, max_steps: int, warmup_steps: int) -> float:
+    """How many steps fit in the time budget at the speed so far: the schedule's length
+    for a run with ``max_minutes`` (at most ``max_steps``, always past the warmup).
+
+    >>> steps_in_budget(100, 30.0, 60.0, max_steps=1000, warmup_steps=10)
+    200.0
+    >>> steps_in_budget(100, 30.0, 600.0, max_steps=1000, warmup_steps=10)
+    1000.0
+    """
+    return float(min(max_steps, max(warmup_steps + 1, step * budget_s / max(elapsed_s, 1e-9))))
+
+
+def token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The language stages' loss: cross-entropy (nats) summed over the targets != -1 of a
+    batch ``(x, y)`` of token rows, through :func:`lanternlm.loss.token_logprobs`."""
+    x, y = batch
+    return -model(x, y, reduction="sum").logprobs
+
+
+def counted_targets(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """What :func:`token_loss` sums over: the targets != -1 of ``(x, y)``.
+
+    >>> counted_targets((torch.zeros(2, 3), torch.tensor([[5, -1, 7], [-1, -1, 2]])))
+    3
+    """
+    return int((batch[1] != -1).sum())
+
+
+def fill_sources(config: Any, sources: dict[str, str] | None) -> dict[str, str]:
+    """Where each of ``config``'s values came from: as given, ``default`` for the rest.
+
+    >>> @dataclass
+    ... class Demo:
+    ...     lr: float = 0.1
+    ...     steps: int = 10
+    >>> fill_sources(Demo(lr=0.5), {"lr": "cli"})
+    {'lr': 'cli', 'steps': 'default'}
+    """
+    return {f.name: "default" for f in dataclasses.fields(config)} | dict(sources or {})
+
+
+def accumulate(model: nn.Module, micro: list, count: Callable[[Any], int],
+               loss_of: Callable[[nn.Module, Any], torch.Tensor], info: D.DistInfo, amp=nullcontext()) -> torch.Tensor:
+    """Forward and backward passes of one optimizer step's micro-batches (a stage's
+    ``count`` and ``loss``): afterwards the gradients are those of the mean loss over the
+    step's counted units on all processes.
+
+    Returns this process's share of that mean (detached): summed over the processes it is
+    the step's loss.
+    """
+    total = D.sum_over_processes(sum(count(batch) for batch in micro), info)
+    scale = info.world_size / max(1, total)
+    share = torch.zeros((), device=info.device)
+    for i, batch in enumerate(micro):
+        with D.no_sync(model, i < len(micro) - 1), amp:
+            loss = loss_of(model, batch) * scale
+        loss.backward()
+        share += loss.detach()
+    return share / info.world_size
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, byte_lengths: torch.Tensor | None, autocast, info: D.DistInfo,
+             vocab_limit: int | None = None) -> dict[str, float]:
+    """Mean validation cross-entropy (nats per counted target) over ``batches`` of ``(x, y)``
+    (targets -1 do not count) and, given ``byte_lengths`` (UTF-8 bytes per id), bits per byte.
+
+    Bits per byte = cross-entropy summed over the targets / (ln 2 x their UTF-8 bytes);
+    special tokens have no bytes and are left out of both sums. Scores go through
+    :func:`lanternlm.loss.token_logprobs`, the ids at and past ``vocab_limit`` left out of
+    the normalisation (the rule the run's engine samples by, :attr:`lanternlm.run.Run.vocab_limit`).
+    Sums are added over processes, so each may score its own share of the batches.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # ce, counted targets, ce on bytes, bytes
+    for x, y in batches:
+        with autocast:
+            ce = -model(x, y, reduction="none", vocab_limit=vocab_limit).logprobs  # (B, T), 0 where y == -1
+        counted = y != -1
+        nbytes = (byte_lengths[y.clamp(min=0)] * counted if byte_lengths is not None
+                  else torch.zeros_like(y))  # (B, T)
+        sums += torch.stack([ce.sum(), counted.sum(), ce[nbytes > 0].sum(), nbytes.sum()]).double()
+    D.all_reduce_sum(sums, info)
+    model.train(was_training)
+    ce_sum, count, ce_bytes, nbytes = sums.tolist()
+    if count == 0:
+        raise LanternError("evaluate: the validation batches hold no counted target")
+    scores = {"val_loss": ce_sum / count}
+    if byte_lengths is not None:
+        scores["bpb"] = bits_per_byte(ce_bytes, int(nbytes))
+    return scores
+
+
+# --------------------------------------------------------------------------- configs and resume
+
+
+def saved_config(run_dir: str | Path, name: str, cls: type) -> tuple[Any, dict[str, str]]:
+    """The config and sources a stage ``name`` saved in ``run_dir``'s record; errors say
+    what is wrong (no record, another stage's run, unknown fields)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECORD_FILE).is_file():
+        raise LanternError(f"{run_dir}: nothing to resume (no {RECORD_FILE}); leave out --resume to start a run there")
+    record = read_record(run_dir)
+    if record["stage"] != name:
+        raise LanternError(f"{run_dir / RECORD_FILE}: holds a {record['stage']} run, not a {name} run; "
+                           f"choose another --out")
+    return from_dict(cls, record["config"], str(run_dir / RECORD_FILE)), dict(record.get("sources", {}))
+
+
+def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, dict[str, str]]:
+    """The config of a stage command (``lantern pretrain``, ``lantern sft``, ...).
+
+    Starts from ``--preset`` or, with ``--resume`` on a run directory (``--out``) that has a
+    record, from the saved config; then applies the flags given. Returns ``(config,
+    sources)``; a resumed value keeps the source it was first given.
+    """
+    if args.resume and (Path(args.out) / RECORD_FILE).is_file():
+        (base, earlier), source = saved_config(args.out, name, cls), "resumed"
+    else:
+        if args.preset not in presets:
+            raise LanternError(f"--preset {args.preset!r}: choose one of {sorted(presets)}")
+        base, source, earlier = presets[args.preset], f"preset:{args.preset}", {}
+    config, sources = from_arguments(cls, args, base=base, base_source=source)
+    return config, {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
+
+
+def _check_resume(run_dir: Path, name: str, config: Any, resumable: tuple[str, ...]) -> None:
+    saved, _ = saved_config(run_dir, name, type(config))
+    diffs = [f"{f.name}: saved {getattr(saved, f.name)!r}, now {getattr(config, f.name)!r}"
+             for f in dataclasses.fields(config)
+             if f.name not in resumable and getattr(saved, f.name) != getattr(config, f.name)]
+    if diffs:
+        raise LanternError(f"{run_dir / RECORD_FILE}: cannot resume with a different setup: " + "; ".join(diffs))
+
+
+def _save(run_dir: Path, progress_state: dict[str, Any], stage: Stage, optimizers, plateau: Plateau,
+          keep: int, info: D.DistInfo) -> None:
+    rngs = D.all_gather_objects(rng_state(), info)
+    if info.is_main:
+        state = {**progress_state, "optimizers": optimizers.state_dict(), "batches": stage.batches.state_dict(),
+                 "plateau": plateau.state_dict(), "rng": rngs, "tokenizer": stage.tokenizer.fingerprint()}
+        save_checkpoint(run_dir, progress_state["step"], stage.model, stage.tokenizer, state, keep=keep)
+    D.barrier(info)
+
+
+def _restore(ckpt: Path, stage: Stage, optimizers, plateau: Plateau, info: D.DistInfo) -> dict[str, Any]:
+    from ..checkpoint import load_model
+
+    state = load_training_state(ckpt)
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise LanternError(f"{ckpt / STATE_FILE}: lacks {missing}: written by an older lanternlm, it cannot "
+                           f"be resumed; start a new run")
+    fingerprint = stage.tokenizer.fingerprint()
+    if state["tokenizer"] != fingerprint:
+        raise LanternError(f"{ckpt}: the checkpoint was trained with another tokenizer than this run's "
+                           f"(fingerprint {state['tokenizer'][:12]} vs {fingerprint[:12]})")
+    saved = load_model(ckpt, device=info.device)
+    if saved.config != stage.model.config:
+        raise LanternError(f"{ckpt / 'model.json'}: the saved model ({saved.config}) differs from "
+                           f"the configured one ({stage.model.config})")
+    stage.model.load_state_dict(saved.state_dict())
+    optimizers.load_state_dict(state["optimizers"])
+    stage.batches.load_state_dict(state["batches"])
+    plateau.load_state_dict(state["plateau"])
+    rngs = state["rng"]
+    set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+    return {"step": int(state["step"]), "elapsed_s": float(state["elapsed_s"]), "tokens": int(state["tokens"])}
+
+
+def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor, counters: dict[str, int],
+              seconds: float, peak: float | None, flops: float, info: D.DistInfo) -> tuple[dict[str, Any], int]:
+    """A metrics line from the step's loss share and the window's counters, each summed
+    over the processes (one all-reduce), and the window's positions computed."""
+    sums = torch.tensor([0.0, *counters.values()], dtype=torch.float64, device=info.device)
+    sums[0] = loss.double()
+    train_loss, *totals = D.all_reduce_sum(sums, info).tolist()
+    window = dict(zip(counters, totals))
+    line = {"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm.item(),
+            "tokens_per_s": window["tokens"] / seconds}
+    if peak is not None:
+        line["mfu"] = model_flops_utilization(line["tokens_per_s"] / info.world_size, flops, peak)
+    line.update({f"{key}_fraction": value / max(1, window["tokens"]) for key, value in window.items()
+                 if key != "tokens"})
+    return line, int(window["tokens"])
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistInfo], Stage], *,
+          resumable: tuple[str, ...], resume: bool = False, sources: dict[str, str] | None = None,
+          parent: str | Path | None = None) -> dict[str, Any]:
+    """Run (or with ``resume``, continue) stage ``name`` (one of :data:`lanternlm.run.STAGES`)
+    into ``run_dir``; returns the summary (steps, why it stopped, tokens, epochs, last losses).
+
+    ``build(info)`` makes the stage's :class:`Stage` for this process; ``resumable`` names
+    the config fields a resume may change; ``sources`` says where each config value came
+    from and ``parent`` is the run this one starts from (both go into the run record).
+    """
+    from ..model import flops_per_token
+
+    check_config(config, name)
+    run_dir = Path(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if not resume and ckpt is not None:
+        raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
+                           f"or choose another --out")
+    if resume:
+        _check_resume(run_dir, name, config, resumable)
+
+    info = D.init_distributed(config.device)
+    if not info.is_main:
+        set_verbosity(quiet=True)
+    torch.manual_seed(config.seed)
+    stage = build(info)
+    model = stage.model
+    optimizers = build_optimizers(model, name=config.optimizer, lr=config.lr, muon_lr=config.muon_lr,
+                                  weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
+                                  fused=info.device.type == "cuda")
+    plateau = Plateau(config.early_stop_patience, config.early_stop_min_delta)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    done = {"step": 0, "elapsed_s": 0.0, "tokens": 0}  # what the checkpoints carry over
+    if ckpt is not None:
+        done = _restore(ckpt, stage, optimizers, plateau, info)
+        logger.info(f"resuming {run_dir} from step {done['step']} ({ckpt.name})")
+    elif resume:
+        logger.warning(f"{run_dir} has no checkpoint yet: starting it again from step 0")
+    if info.is_main:
+        write_record(run_dir, name, config, sources=fill_sources(config, sources), parent=parent,
+                     model=dataclasses.asdict(model.config), **stage.record)
+        if ckpt is not None:
+            metrics.truncate_after(done["step"])
+        elif (run_dir / "metrics.jsonl").exists():
+            (run_dir / "metrics.jsonl").unlink()
+
+    train_model = D.wrap_model(model, info)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    amp = autocast(config.dtype, info.device)
+    peak, flops = peak_flops(info.device), flops_per_token(model.config)
+    logger.info(f"{name}: {model.num_params():,} parameters; {config.batch_size} rows x {config.grad_accum} "
+                f"micro-batches x {info.world_size} process(es) per step on {info.device}")
+
+    step = done["step"]
+    budget_s = config.max_minutes * 60 if config.max_minutes is not None else None
+    total_steps: float = config.max_steps
+    stop_reason, record, scores = "max_steps", {}, {}
+    counters: dict[str, int] = {}  # the log window's tallies, this process
+    t_start = t_window = time.perf_counter()
+    model.train()
+    bar = progress(total=config.max_steps, initial=step, desc=name, unit="step")
+    while step < config.max_steps:
+        lr = lr_at(config.schedule, step, max_lr=config.lr, min_lr=config.lr * config.min_lr_ratio,
+                   warmup_steps=config.warmup_steps, total_steps=total_steps,
+                   decay_fraction=config.decay_fraction)
+        optimizers.set_lr_factor(lr / config.lr)
+        micro = [next(stage.batches) for _ in range(config.grad_accum)]
+        loss = accumulate(train_model, micro, stage.count, stage.loss, info, amp)
+        for batch in micro:
+            for key, value in stage.tally(batch).items():
+                counters[key] = counters.get(key, 0) + value
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf)
+        optimizers.step()
+        optimizers.zero_grad()
+        step += 1
+        bar.update(1)
+
+        last = step == config.max_steps
+        elapsed = done["elapsed_s"] + time.perf_counter() - t_start
+        if budget_s is not None:
+            over, total_steps = D.broadcast_object(
+                (elapsed >= budget_s, steps_in_budget(step, elapsed, budget_s, config.max_steps, config.warmup_steps)),
+                info)
+            if over:
+                last, stop_reason = True, "time"
+            bar.total = max(step + 1, round(total_steps))
+        evaluated = step % config.eval_every == 0 or last
+        checkpointed = step % config.checkpoint_every == 0 or last
+        logged = step % config.log_every == 0 or evaluated or checkpointed
+        if logged:
+            record, tokens = _log_line(step, loss, lr, grad_norm, counters, time.perf_counter() - t_window,
+                                       peak, flops, info)
+            done["tokens"] += tokens
+            record["elapsed_s"] = elapsed
+            if evaluated:
+                model.eval()
+                with torch.no_grad(), amp:
+                    scores = stage.evaluate(model)
+                model.train()
+                record.update(scores)
+                if (config.early_stop_patience > 0 and "val_loss" in scores
+                        and plateau.update(scores["val_loss"]) and not last):
+                    last, checkpointed, stop_reason = True, True, "plateau"
+            if info.is_main:
+                metrics.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                            **({"val": f"{scores['val_loss']:.3f}"} if evaluated and "val_loss" in scores else {}))
+        if checkpointed:
+            _save(run_dir, {"step": step, "elapsed_s": elapsed, "tokens": done["tokens"]}, stage, optimizers,
+                  plateau, config.keep_checkpoints, info)
+        if last:
+            break
+        if logged:  # speed is measured over training steps only
+            counters, t_window = {}, time.perf_counter()
+    bar.close()
+
+    losses = {"train_loss": record["train_loss"], **scores} if record else {}
+    summary = {"run_dir": str(run_dir), "steps": step, "stopped": stop_reason, "tokens": done["tokens"],
+               "epochs": stage.batches.epochs_done, "params": model.num_params(),
+               "elapsed_s": done["elapsed_s"] + time.perf_counter() - t_start, **losses}
+    if info.is_main:
+        from .plots import plot_loss
+        plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png", title=stage.title)
+        logger.info(f"{name} done ({stop_reason}) after {step} steps: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f"; run directory {run_dir}")
+    D.shutdown(info)
+    return summary
