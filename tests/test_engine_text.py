@@ -1,4 +1,4 @@
-"""Text on top of the engine: streaming UTF-8, stop strings, the CLI's generate and chat.
+"""Text on top of the engine: streaming UTF-8, stop strings, samples of one prompt.
 
 A *scripted* model makes the text predictable: a real GPT whose weights are set so that
 its prediction at position p is ``script[p]`` whatever the tokens (blocks silenced, the
@@ -7,18 +7,14 @@ a prompt of n tokens then writes ``script[n-1:]``.
 """
 
 import io
-import math
 
 import pytest
 import torch
 
-from lanternlm.checkpoint import save_model
-from lanternlm.cli import main
 from lanternlm.engine import Engine
 from lanternlm.generate import complete, encode_prompt, held_back, stream_text
 from lanternlm.model import GPT, GPTConfig
 from lanternlm.sampling import SamplingParams
-from lanternlm.terminal import ChatSession, ChatTemplate, PlainCompletion, chat_loop, probs_table
 from lanternlm.tokenizer import Tokenizer
 from sft_helpers import scripted_model
 
@@ -118,124 +114,3 @@ def test_held_back():
     assert held_back("abc\nUse", ["\nUser:", "xyz"]) == 4
     assert held_back("abcx", ["\nUser:", "xyz"]) == 1
     assert held_back("abc", []) == 0
-
-
-# --------------------------------------------------------------------------- terminal and CLI
-
-
-@pytest.fixture
-def run_dir(tmp_path, tokenizer):
-    prompt_len = len(encode_prompt(tokenizer, "The cat"))
-    script = script_for(tokenizer, " sat on the mat.", prompt_len)
-    save_model(tmp_path, scripted_model(script, tokenizer.vocab_size, block_size=64))
-    tokenizer.save(tmp_path / "tokenizer.json")
-    return tmp_path
-
-
-def test_cli_generate_streams_the_completion(run_dir, capsys, tokenizer):
-    assert main(["generate", str(run_dir), "The cat", "--temperature", "0", "--max-tokens", "40",
-                 "--stop", " the"]) == 0
-    assert capsys.readouterr().out == "The cat sat on\n"
-
-
-def test_cli_generate_show_probs_marks_the_pick(run_dir, capsys):
-    assert main(["generate", str(run_dir), "The cat", "--preset", "chatbot", "--max-tokens", "2",
-                 "--show-probs", "--top", "3", "--seed", "0"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("step ") == 2 and "▶ ' sat'" in out
-    assert "after filters 100.0%" in out  # top-p 0.5 on a confident model keeps one token
-    assert out.rstrip().endswith("The cat sat on")
-
-
-def test_cli_generate_errors_are_clear(run_dir, capsys):
-    assert main(["generate", str(run_dir), "x" * 500, "--max-tokens", "4"]) == 2
-    assert "context window is 64" in capsys.readouterr().err
-    assert main(["generate", str(run_dir), "hi", "--top-p", "1.5"]) == 2
-    assert "top_p" in capsys.readouterr().err
-    assert main(["generate", str(run_dir), "x" * 500, "--max-tokens", "4", "--truncate", "left",
-                 "--temperature", "0"]) == 0
-
-
-def test_probs_table_lists_raw_and_filtered(tokenizer):
-    from lanternlm.engine import TokenEvent
-
-    a, b, c = tokenizer.encode("a")[0], tokenizer.encode("b")[0], tokenizer.encode("c")[0]
-    event = TokenEvent(0, 0, b, None, math.log(0.3), math.log(0.375),
-                       [(a, 0.5), (b, 0.3), (c, 0.2)], [(a, 0.625), (b, 0.375)])
-    table = probs_table(tokenizer, event, bar_width=10)
-    lines = table.splitlines()
-    assert lines[0] == "step 1: picked 'b'  (raw 30.0%, after filters 37.5%)"
-    assert lines[2].split() == ["'a'", "50.0%", "█████", "62.5%", "██████▎"]
-    assert lines[3].split() == ["▶", "'b'", "30.0%", "███", "37.5%", "███▊"]
-    assert lines[4].split() == ["'c'", "20.0%", "██", "-"]
-
-
-def test_chat_loop_plain_completion_with_commands(run_dir, tokenizer):
-    from lanternlm.checkpoint import load_run
-
-    model, tok = load_run(run_dir)
-    session = ChatSession(Engine(model), tok, PlainCompletion(), SamplingParams(), max_tokens=3)
-    script = io.StringIO("/temp 0\n/top_p 2\n/max_tokens 5\nThe cat\n/settings\n/reset\n/bogus\n"
-                         "/preset chatbot\n/help\n/quit\nnever read\n")
-    out = io.StringIO()
-    chat_loop(session, script, out)
-    text = out.getvalue()
-    assert "temperature=0.0" in text
-    assert "/top_p: sampling: top_p=2.0 is invalid" in text
-    assert "> The cat" not in text  # input is not echoed
-    assert " sat on the mat" in text  # 5 tokens of the script after "The cat"
-    assert "(conversation forgotten)" in text and "unknown command /bogus" in text
-    assert "temperature=0.5 top_k=0 top_p=0.5" in text and "/reset" in text
-    assert session.history == []
-
-
-def test_chat_history_is_the_running_text(run_dir, tokenizer):
-    from lanternlm.checkpoint import load_run
-
-    model, tok = load_run(run_dir)
-    session = ChatSession(Engine(model), tok, PlainCompletion(), GREEDY, max_tokens=2)
-    reply = session.reply("The cat", io.StringIO())
-    assert reply == tokenizer.decode(tokenizer.encode(" sat on the mat.")[:2])
-    assert [h["text"] for h in session.history] == ["The cat", reply]
-    session.reply("Hello", io.StringIO())
-    assert session.history[2]["text"] == "\nHello"
-
-
-def test_chat_template_renders_turns(tokenizer):
-    fmt = ChatTemplate(system="Be brief.")
-    history = []
-    fmt.remember(history, "Hi", "<|think|>hm<|/think|>Hello!")
-    assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-    ids = fmt.prompt_ids(tokenizer, history, "Bye")
-    assert ids[0] == tokenizer.eot_id and ids[-1] == tokenizer.special_id("<|assistant|>")
-    assert tokenizer.decode(ids).count("<|user|>") == 2
-    assert fmt.stop_tokens(tokenizer) == [tokenizer.eot_id, tokenizer.special_id("<|end|>")]
-
-
-def test_cli_chat_reads_stdin(run_dir, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("The cat\n"))
-    assert main(["chat", str(run_dir), "--temperature", "0", "--max-tokens", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "plain format" in out and " sat on" in out
-
-
-def test_base_model_never_samples_chat_markers(tmp_path, tokenizer):
-    """A pretraining run's engine cuts the special ids after <|endoftext|>; a chat run's
-    and a bare model directory's keep them."""
-    import json
-
-    from lanternlm.generate import base_vocab_limit
-    from lanternlm.terminal import load_engine
-
-    user = tokenizer.special_tokens["<|user|>"]
-    save_model(tmp_path, scripted_model([user] * 8, tokenizer.vocab_size, block_size=64))
-    tokenizer.save(tmp_path / "tokenizer.json")
-    assert load_engine(str(tmp_path))[0].vocab_limit == tokenizer.vocab_size  # no config.json
-    (tmp_path / "config.json").write_text(json.dumps({"config": {"data": "shards"}}))  # as pretrain writes
-    engine, _ = load_engine(str(tmp_path))
-    assert engine.vocab_limit == base_vocab_limit(tokenizer) == tokenizer.eot_id + 1
-    out = engine.generate([[tokenizer.eot_id]], max_tokens=6, sampling=SamplingParams(temperature=1.0, seed=0))
-    assert out[0].tokens and all(t <= tokenizer.eot_id for t in out[0].tokens)
-    (tmp_path / "config.json").write_text(json.dumps({"stage": "sft"}))
-    chat_engine, _ = load_engine(str(tmp_path))
-    assert chat_engine.generate([[tokenizer.eot_id]], max_tokens=1, sampling=GREEDY)[0].tokens == [user]
