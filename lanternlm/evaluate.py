@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from lanternlm.data import builtin, clean, dedup, download, shards, sources
+from lanternlm.data import clean
 from lanternlm.data.clean import CleanConfig, Pipeline, cleaning_steps, format_report
 from lanternlm.data.dedup import ExactDedup, MinHasher, NearDedup, jaccard, lsh_params, shingles
 from lanternlm.data.sources import Document

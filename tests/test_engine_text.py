@@ -6,7 +6,6 @@ position embedding one-hot, the head reading the position out). Greedy generatio
 a prompt of n tokens then writes ``script[n-1:]``.
 """
 
-import io
 
 import pytest
 import torch

@@ -19,7 +19,7 @@ from lanternlm.checkpoint import save_model
 from lanternlm.cli import main
 from lanternlm.engine import Engine
 from lanternlm.errors import LanternError
-from lanternlm.inspect import (attention, common, embeddings, loop, loss, memory, next_token, report, sweep,
+from lanternlm.inspect import (attention, embeddings, loop, loss, memory, next_token, report, sweep,
                                thinking, tokens)
 from lanternlm.model import GPT, GPTConfig
 from lanternlm.sampling import SamplingParams

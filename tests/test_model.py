@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 import torch.nn as nn
 
-import lanternlm.model as model_module
 import lanternlm.loss as loss_module
 from lanternlm.errors import LanternError
 from lanternlm.model import (MODEL_PRESETS, GPT, GPTConfig, KVCache, attention_mask,

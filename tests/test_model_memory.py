@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-import lanternlm.memory as memory
 from lanternlm.checkpoint import save_model
 from lanternlm.cli import main
 from lanternlm.errors import LanternError

@@ -21,7 +21,7 @@ from lanternlm.errors import LanternError
 from lanternlm.model import GPT, GPTConfig
 from lanternlm.tokenizer import Tokenizer
 from lanternlm.train import checkpoint as ckpt_mod
-from lanternlm.train import metrics, optim, plots, schedule
+from lanternlm.train import optim, plots, schedule
 from lanternlm.train.metrics import Plateau, bits_per_byte, read_metrics
 from lanternlm.train.pretrain import PRETRAIN_PRESETS, PretrainConfig, evaluate, model_config_for, pretrain
 

@@ -8,7 +8,6 @@ with, so "what top-p keeps" here is exactly what generation would keep.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

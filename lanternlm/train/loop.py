@@ -121,7 +121,11 @@ class Stage:
 
 def check_config(config: Any, name: str) -> None:
     """Raise :class:`LanternError` naming the first loop field with an impossible value
-    (each stage checks its own fields)."""
+    (each stage checks its own fields), or the :data:`LOOP_FIELDS` its config lacks."""
+    missing = [key for key in LOOP_FIELDS if not hasattr(config, key)]
+    if missing:
+        raise LanternError(f"{name} config: {type(config).__name__} lacks the training loop's fields {missing}")
+
     def bad(field_name: str, rule: str) -> LanternError:
         return LanternError(f"{name} config: {field_name}={getattr(config, field_name)!r} is invalid: {rule}")
 
