@@ -12,7 +12,7 @@ load changes on a shared machine hit both alike; we report the median tokens/s o
 ``--windows`` windows each, after ``--warmup`` steps.
 
 GPU mode: ``PRETRAIN_PRESETS["gpt2-124m"]``'s model at batch 32 x 1024, bf16 autocast,
-``torch.compile``, fused AdamW, as in :mod:`lanternlm.train.pretrain`; reports tokens/s
+``torch.compile``, fused AdamW, as the training loop runs it (:mod:`lanternlm.train.loop`); reports tokens/s
 and MFU against the device's bf16 dense peak (H200/H100: 989 TFLOP/s), and the same
 figures for HF ``GPT2LMHeadModel`` (eager, bf16 autocast) for comparison.
 

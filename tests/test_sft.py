@@ -21,7 +21,7 @@ from lanternlm.model import GPT, GPTConfig
 from lanternlm.run import Run
 from lanternlm.tasks import TASKS
 from lanternlm.train.distributed import DistInfo
-from lanternlm.train.loop import evaluate
+from lanternlm.train.loop import accumulate, counted_targets, evaluate, token_loss
 from lanternlm.train.sft import sft
 
 from sft_helpers import make_base, small_sft, train_tokenizer
@@ -73,6 +73,22 @@ def test_a_padded_row_computes_exactly_the_conversation_alone(tokenizer):
     for b, item in enumerate(items):
         alone = model(torch.tensor([item.ids[:-1]])).logits[0]
         torch.testing.assert_close(together[b, :len(item.ids) - 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_accumulated_micro_batches_weigh_every_trained_token_alike(tokenizer):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=16))
+    items = conversations(tokenizer)
+    micro = [collate(items[:1], tokenizer.pad_id), collate(items[1:], tokenizer.pad_id)]
+    assert counted_targets(micro[0]) != counted_targets(micro[1])
+    loss = accumulate(model, micro, counted_targets, token_loss, DistInfo(0, 0, 1, torch.device("cpu")))
+    accumulated = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    whole = model(*collate(items, tokenizer.pad_id)).loss  # one batch: the mean over all trained tokens
+    whole.backward()
+    assert loss.item() == pytest.approx(whole.item(), rel=1e-5)
+    for a, b in zip(accumulated, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_validation_loss_is_the_mean_over_masked_in_tokens_whatever_the_batching(tokenizer):

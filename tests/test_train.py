@@ -320,6 +320,35 @@ def test_bad_inputs_are_clear_errors(tmp_path, shards):
         pretrain(tiny_config(shards, max_steps=4, lr=0.5), tmp_path / "r6", resume=True)
 
 
+def test_resume_needs_a_run_and_restarts_one_stopped_before_its_first_checkpoint(tmp_path, shards, caplog):
+    import logging
+
+    with pytest.raises(LanternError, match="nothing to resume"):
+        pretrain(tiny_config(shards, max_steps=2), tmp_path / "none", resume=True)
+    run = tmp_path / "early"
+    pretrain(tiny_config(shards, max_steps=2), run)
+    ckpt_mod.shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
+    caplog.set_level(logging.WARNING, logger="lanternlm")
+    summary = pretrain(tiny_config(shards, max_steps=3), run, resume=True)
+    assert "no checkpoint yet: starting it again from step 0" in caplog.text
+    assert summary["steps"] == 3 and [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+    from lanternlm.train.loop import saved_config
+    from lanternlm.train.sft import SFTConfig
+    with pytest.raises(LanternError, match="holds a run of stage 'pretrain', not 'sft'"):
+        saved_config(run, "sft", SFTConfig)
+
+
+def test_the_record_is_the_run_layers(tmp_path, shards):
+    from lanternlm.run import Run, base_vocab_limit
+
+    run = tmp_path / "run"
+    pretrain(tiny_config(shards, max_steps=2), run, sources={"lr": "cli"})
+    loaded = Run(run)
+    assert loaded.stage == "pretrain" and loaded.parent is None and not loaded.chat
+    assert loaded.record["sources"]["lr"] == "cli" and loaded.record["sources"]["seed"] == "default"
+    assert loaded.vocab_limit == base_vocab_limit(loaded.tokenizer) < loaded.tokenizer.vocab_size
+
+
 def test_cli_pretrain_records_sources_resumes_and_samples(tmp_path, shards, capsys):
     from lanternlm.cli import main
     from lanternlm.train.sample import sample

@@ -267,7 +267,7 @@ def saved_config(run_dir: str | Path, name: str, cls: type) -> tuple[Any, dict[s
         raise LanternError(f"{run_dir}: nothing to resume (no {RECORD_FILE}); leave out --resume to start a run there")
     record = read_record(run_dir)
     if record["stage"] != name:
-        raise LanternError(f"{run_dir / RECORD_FILE}: holds a {record['stage']} run, not a {name} run; "
+        raise LanternError(f"{run_dir / RECORD_FILE}: holds a run of stage {record['stage']!r}, not {name!r}; "
                            f"choose another --out")
     return from_dict(cls, record["config"], str(run_dir / RECORD_FILE)), dict(record.get("sources", {}))
 
