@@ -101,7 +101,8 @@ def validation_bpb(models: dict[str, tuple[Any, int]], root: Run, tokens: int = 
     from .data.loader import eval_batches
     from .data.shards import open_shards
     from .train.distributed import DistInfo
-    from .train.pretrain import evaluate
+    from .train.loop import evaluate
+    from .train.metrics import byte_lengths
 
     if "data" not in root.config:
         raise LanternError(f"{root.path}: its record names no token shards (config 'data')")
@@ -111,10 +112,9 @@ def validation_bpb(models: dict[str, tuple[Any, int]], root: Run, tokens: int = 
     result = {}
     for name, (model, vocab_limit) in models.items():
         device = next(model.parameters()).device
-        lengths = torch.zeros(model.config.vocab_size, dtype=torch.long)
-        lengths[:tokenizer.vocab_size] = torch.tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
         batches = eval_batches(shards.split("val"), batch_size, block, tokens, device=device)
-        result[name] = evaluate(model, batches, lengths.to(device), nullcontext(), DistInfo(0, 0, 1, device),
+        result[name] = evaluate(model, batches, byte_lengths(tokenizer, model.config.vocab_size, device),
+                                nullcontext(), DistInfo(0, 0, 1, device),
                                 vocab_limit=vocab_limit)["bpb"]
     return result
 

@@ -42,6 +42,19 @@ def bits_per_byte(ce_sum_nats: float, num_bytes: int) -> float:
     return ce_sum_nats / (math.log(2) * num_bytes)
 
 
+def byte_lengths(tokenizer, vocab_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """UTF-8 bytes of every id of a model's vocabulary (0 for special tokens and padding
+    rows): what :func:`bits_per_byte` divides by.
+
+    >>> from lanternlm.tokenizer import Tokenizer
+    >>> byte_lengths(Tokenizer([(104, 105)], special_tokens=["<|endoftext|>"]), 260)[255:].tolist()
+    [1, 2, 0, 0, 0]
+    """
+    table = torch.zeros(vocab_size, dtype=torch.long)
+    table[:tokenizer.vocab_size] = torch.tensor(tokenizer.token_byte_lengths(), dtype=torch.long)
+    return table.to(device)
+
+
 def peak_flops(device: torch.device) -> float | None:
     """The bf16 dense peak of a CUDA device from :data:`PEAK_FLOPS`, or None when unknown/CPU."""
     if device.type != "cuda":

@@ -27,13 +27,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 
 from ..config import option
 from ..errors import LanternError
 from ..log import logger
 from .distributed import DistInfo
 from .loop import AUTOCAST_DTYPES, RESUMABLE, Stage, evaluate, resolve, token_loss, train
+from .metrics import byte_lengths
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 
@@ -144,16 +144,13 @@ def build(config: PretrainConfig, info: DistInfo) -> Stage:
     model = GPT(mconf).to(info.device)
     batches = BatchLoader(shards.split("train"), config.batch_size, mconf.block_size, seed=config.seed,
                           rank=info.rank, world_size=info.world_size, device=info.device)
-    lengths = tokenizer.token_byte_lengths()
-    byte_lengths = torch.zeros(mconf.vocab_size, dtype=torch.long)
-    byte_lengths[:len(lengths)] = torch.tensor(lengths, dtype=torch.long)
-    byte_lengths = byte_lengths.to(info.device)
+    lengths = byte_lengths(tokenizer, mconf.vocab_size, info.device)
     val, vocab_limit = shards.split("val"), base_vocab_limit(tokenizer)
 
     def validation(model) -> dict[str, float]:
         windows = eval_batches(val, config.batch_size, mconf.block_size, config.eval_tokens,
                                rank=info.rank, world_size=info.world_size, device=info.device)
-        return evaluate(model, windows, byte_lengths, nullcontext(), info, vocab_limit=vocab_limit)
+        return evaluate(model, windows, lengths, nullcontext(), info, vocab_limit=vocab_limit)
 
     tokens_per_step = config.batch_size * mconf.block_size * config.grad_accum * info.world_size
     logger.info(f"model {config.model}: {model.num_params():,} parameters, {mconf.n_layer} layers, "
