@@ -282,7 +282,7 @@ def assert_unchanged(model: GPT, before: dict) -> None:
 @pytest.mark.parametrize("kwargs", [{}, {"dtype": torch.bfloat16}, {"int8": True}, {"vocab_limit": 80}])
 @pytest.mark.parametrize("family", CONFIGS)
 def test_the_engine_leaves_the_model_as_it_is(family, kwargs):
-    model = make_model(family).train()  # a trainer's live policy: training mode, dropout on
+    model = make_model(family).train()  # a trainer's live policy, in training mode
     model.blocks[0].attn.eval()  # and one submodule's flag set otherwise, kept as it is
     before = model_snapshot(model)
     engine = Engine(model, **kwargs)
