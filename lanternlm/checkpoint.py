@@ -19,16 +19,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from .config import atomic_write_text, read_json
 from .errors import LanternError
 from .model import GPT, GPTConfig
-
-if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
 
 FORMAT = "lanternlm-model/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -126,19 +122,3 @@ def load_model(directory: str | os.PathLike, device: torch.device | str | None =
     model.init_buffers()
     model.to(device=device, dtype=dtype)
     return model.eval()
-
-
-def load_run(directory: str | os.PathLike,
-             device: torch.device | str | None = None) -> tuple[GPT, Tokenizer]:
-    """The model and its tokenizer from a run directory (checks they agree on vocab size)."""
-    from .tokenizer import Tokenizer
-
-    path = Path(directory) / TOKENIZER_FILE
-    if not path.is_file():
-        raise LanternError(f"{path}: no such file; a run directory holds its tokenizer")
-    tokenizer = Tokenizer.load(path)
-    model = load_model(directory, device=device)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise LanternError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens but the "
-                           f"model only {model.config.vocab_size}; wrong tokenizer.json?")
-    return model, tokenizer

@@ -307,7 +307,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_thinking_flags(p: argparse.ArgumentParser, reasoning_help: str) -> None:
-    p.add_argument("--reasoning", choices=["none", "low", "medium", "high"], help=reasoning_help)
+    from .chat import REASONING_LEVELS
+
+    p.add_argument("--reasoning", choices=REASONING_LEVELS, help=reasoning_help)
     p.add_argument("--thinking-budget", type=int, metavar="N",
                    help="most thinking tokens; then <|/think|> is forced and the answer follows")
     p.add_argument("--show-thinking", action="store_true", help="show the thinking (hidden by default)")
@@ -354,6 +356,9 @@ def _chat(args: argparse.Namespace) -> int:
 
 @command
 def _add_tasks(sub: argparse._SubParsersAction) -> None:
+    from .chat import REASONING_LEVELS
+    from .tasks import TASKS
+
     parser = sub.add_parser("tasks", help="verifiable tasks: preview examples, write an SFT mixture",
                             description="The verifiable tasks (letters, arithmetic, reverse, glue): "
                                         "see examples with their thinking traces, or write a "
@@ -368,7 +373,7 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--n", type=int, default=2, help="how many examples (default: 2)")
     show.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     show.add_argument("--split", choices=["train", "test"], default="train", help="(default: train)")
-    show.add_argument("--reasoning", choices=["none", "low", "medium", "high"], default="high",
+    show.add_argument("--reasoning", choices=REASONING_LEVELS, default="high",
                       help="thinking level of the trace (default: high)")
     show.add_argument("--tokenizer", metavar="FILE", help="tokenizer JSON: show ids and the loss mask")
     show.add_argument("--no-color", action="store_true", help="mark trained text with ⟦...⟧ instead of colour")
@@ -378,10 +383,10 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
                              description="Write N training examples of each task, reasoning levels "
                                          "spread evenly, shuffled, as {\"messages\": [...]} lines.")
     mix.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
-    mix.add_argument("--tasks", default="letters,arithmetic,reverse,glue",
+    mix.add_argument("--tasks", default=",".join(TASKS),
                      help="comma-separated task names (default: all)")
     mix.add_argument("--n", type=int, default=1000, help="examples per task (default: 1000)")
-    mix.add_argument("--levels", default="none,low,medium,high",
+    mix.add_argument("--levels", default=",".join(REASONING_LEVELS),
                      help="comma-separated reasoning levels (default: none,low,medium,high)")
     mix.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     mix.add_argument("--multi-turn", type=float, default=0.1,
@@ -587,13 +592,15 @@ def _sft(args: argparse.Namespace) -> None:
 
 @command
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .chat import REASONING_LEVELS
+
     p = sub.add_parser("eval", help="accuracy per task x reasoning level, and bits per byte",
                        description="Answer held-out task questions (greedy) at each reasoning level and "
                                    "print the accuracy table; also bits per byte on the base run's "
                                    "validation shards. Writes RUN/eval.json and RUN/eval.png.")
     p.add_argument("run", metavar="RUN", help="run directory of a chat model (from lantern sft)")
     p.add_argument("--tasks", help="comma-separated tasks (default: the ones the run was trained on)")
-    p.add_argument("--levels", default="none,low,medium,high", help="comma-separated reasoning levels")
+    p.add_argument("--levels", default=",".join(REASONING_LEVELS), help="comma-separated reasoning levels")
     p.add_argument("--n", type=int, default=100, help="held-out examples per task (default: 100)")
     p.add_argument("--max-tokens", type=int, default=320, help="most tokens per answer (default: 320)")
     p.add_argument("--batch-size", type=int, default=32, help="questions answered together (default: 32)")

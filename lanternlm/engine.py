@@ -82,8 +82,6 @@ from .errors import LanternError
 from .model import GPT, KVCache
 from .sampling import SamplingParams, greedy, process_logits, sample_from_uniform, token_presence
 
-FINISH_REASONS = ("stop", "length", "context")
-
 # The weight types a front-end may name (``--dtype``); "int8" is Engine(int8=True), fp32 activations.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
 

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 from .engine import Engine, ThinkingBudget, TokenEvent
 from .errors import LanternError
 from .sampling import SamplingParams
-from .tokenizer import Tokenizer
+from .tokenizer import END, END_THINK, EOT, THINK, Tokenizer
 
 
 @dataclasses.dataclass
@@ -65,27 +65,8 @@ def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
     >>> default_stop_tokens(Tokenizer([], special_tokens=["<|endoftext|>", "<|end|>"]))
     [256, 257]
     """
-    return [tokenizer.special_tokens[name] for name in ("<|endoftext|>", "<|end|>")
+    return [tokenizer.special_tokens[name] for name in (EOT, END)
             if name in tokenizer.special_tokens]
-
-
-def base_vocab_limit(tokenizer: Tokenizer) -> int:
-    """How many ids a base model may sample: everything up to ``<|endoftext|>``.
-
-    The special tokens sit at the end of the vocabulary, ``<|endoftext|>`` first; the chat
-    markers after it were reserved for fine-tuning and never trained in a base model, so
-    sampling one (a small but real chance) only derails the text. If the tokenizer orders
-    its specials otherwise, nothing is cut.
-
-    >>> base_vocab_limit(Tokenizer([], special_tokens=["<|endoftext|>", "<|user|>", "<|end|>"]))
-    257
-    >>> base_vocab_limit(Tokenizer([], special_tokens=["<|user|>", "<|endoftext|>"]))
-    258
-    """
-    others = [i for name, i in tokenizer.special_tokens.items() if name != "<|endoftext|>"]
-    if others and min(others) > tokenizer.special_tokens.get("<|endoftext|>", tokenizer.vocab_size):
-        return min(others)
-    return tokenizer.vocab_size
 
 
 def thinking_budget(tokenizer: Tokenizer, budget: int | None) -> ThinkingBudget | None:
@@ -97,7 +78,7 @@ def thinking_budget(tokenizer: Tokenizer, budget: int | None) -> ThinkingBudget 
     """
     if budget is None:
         return None
-    return ThinkingBudget(tokenizer.special_id("<|think|>"), tokenizer.special_id("<|/think|>"), budget)
+    return ThinkingBudget(tokenizer.special_id(THINK), tokenizer.special_id(END_THINK), budget)
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

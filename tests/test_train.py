@@ -184,7 +184,7 @@ def test_loss_plot_is_written(tmp_path):
 
 
 def test_checkpoint_crash_mid_write_keeps_the_previous_one(tmp_path, shards, monkeypatch):
-    from lanternlm.checkpoint import load_run
+    from lanternlm.run import Run
 
     tok = Tokenizer.load(shards / "tokenizer.json")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16))
@@ -203,14 +203,14 @@ def test_checkpoint_crash_mid_write_keeps_the_previous_one(tmp_path, shards, mon
     latest = ckpt_mod.latest_checkpoint(tmp_path)
     assert latest.name == "step_0000005"
     assert ckpt_mod.load_training_state(latest)["step"] == 5
-    loaded, _ = load_run(tmp_path)
+    loaded = Run(tmp_path).model("cpu")
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, before[k])
     # the next successful save replaces the half-written attempt and prunes to `keep`
     for step in (10, 15, 20):
         ckpt_mod.save_checkpoint(tmp_path, step, model, tok, {"step": step}, keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_0000015", "step_0000020"]
-    assert torch.equal(load_run(tmp_path)[0].wte.weight, model.wte.weight)
+    assert torch.equal(Run(tmp_path).model("cpu").wte.weight, model.wte.weight)
 
 
 def test_rng_state_round_trip():
@@ -243,8 +243,8 @@ def test_pretrain_reduces_loss_and_writes_the_run(tmp_path, shards):
         assert (run / name).is_file(), name
     saved = json.loads((run / "config.json").read_text())
     assert saved["config"]["max_steps"] == 40 and saved["model"]["n_embd"] == 32
-    from lanternlm.checkpoint import load_run
-    model, tok = load_run(run)
+    from lanternlm.run import Run
+    model, tok = Run(run).model(), Run(run).tokenizer
     assert (model.config.vocab_size, tok.vocab_size) == (320, 304)
 
 

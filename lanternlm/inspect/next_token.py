@@ -33,8 +33,8 @@ DEFAULT_SETTINGS: dict[str, SamplingParams] = {
 def entropy(probs: torch.Tensor) -> float:
     """Shannon entropy in nats of a probability vector (zeros contribute nothing).
 
-    >>> round(entropy(torch.tensor([0.25, 0.25, 0.25, 0.25])), 4) == round(math.log(4), 4)
-    True
+    >>> round(entropy(torch.tensor([0.25, 0.25, 0.25, 0.25])), 4)  # log(4)
+    1.3863
     >>> entropy(torch.tensor([1.0, 0.0]))
     0.0
     """
