@@ -460,7 +460,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                     last, checkpointed, stop_reason = True, True, "plateau"
             if info.is_main:
                 metrics.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", refresh=False,  # shown at the next redraw
                             **({"val": f"{scores['val_loss']:.3f}"} if evaluated and "val_loss" in scores else {}))
         if checkpointed:
             _save(run_dir, {"step": step, "elapsed_s": elapsed, "tokens": done["tokens"]}, stage, optimizers,
