@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import nullcontext
 from typing import Any, Sequence
 
 import torch
@@ -113,9 +112,8 @@ def validation_bpb(models: dict[str, tuple[Any, int]], root: Run, tokens: int = 
     for name, (model, vocab_limit) in models.items():
         device = next(model.parameters()).device
         batches = eval_batches(shards.split("val"), batch_size, block, tokens, device=device)
-        result[name] = evaluate(model, batches, byte_lengths(tokenizer, model.config.vocab_size, device),
-                                nullcontext(), DistInfo(0, 0, 1, device),
-                                vocab_limit=vocab_limit)["bpb"]
+        result[name] = evaluate(model.eval(), batches, byte_lengths(tokenizer, model.config.vocab_size, device),
+                                DistInfo(0, 0, 1, device), vocab_limit=vocab_limit)["bpb"]
     return result
 
 

@@ -120,7 +120,7 @@ def test_evaluate_bpb_of_a_uniform_model_by_hand(shards):
         model.wte.weight.zero_()
     lengths = torch.tensor(tok.token_byte_lengths())
     val = shard_set.split("val")
-    out = evaluate(model, eval_batches(val, 4, 16, 96), lengths, torch.autocast("cpu", enabled=False),
+    out = evaluate(model, eval_batches(val, 4, 16, 96), lengths,
                    DistInfo(0, 0, 1, torch.device("cpu")))
     targets = np.asarray(val[0][1:97], dtype=np.int64)  # 6 windows of 16 targets
     nbytes = sum(len(tok.token_bytes(int(t))) if int(t) not in tok.special_tokens.values() else 0

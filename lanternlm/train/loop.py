@@ -223,7 +223,7 @@ def accumulate(model: nn.Module, micro: list, count: Callable[[Any], int],
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, byte_lengths: torch.Tensor | None, autocast, info: D.DistInfo,
+def evaluate(model: nn.Module, batches, byte_lengths: torch.Tensor | None, info: D.DistInfo,
              vocab_limit: int | None = None) -> dict[str, float]:
     """Mean validation cross-entropy (nats per counted target) over ``batches`` of ``(x, y)``
     (targets -1 do not count) and, given ``byte_lengths`` (UTF-8 bytes per id), bits per byte.
@@ -232,21 +232,18 @@ def evaluate(model: nn.Module, batches, byte_lengths: torch.Tensor | None, autoc
     special tokens have no bytes and are left out of both sums. Scores go through
     :func:`lanternlm.loss.token_logprobs`, the ids at and past ``vocab_limit`` left out of
     the normalisation (the rule the run's engine samples by, :attr:`lanternlm.run.Run.vocab_limit`).
-    Sums are added over processes, so each may score its own share of the batches.
+    Sums are added over processes, so each may score its own share of the batches. The
+    caller sets eval mode and autocast (the loop does, around every stage's evaluation).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # ce, counted targets, ce on bytes, bytes
     for x, y in batches:
-        with autocast:
-            ce = -model(x, y, reduction="none", vocab_limit=vocab_limit).logprobs  # (B, T), 0 where y == -1
+        ce = -model(x, y, reduction="none", vocab_limit=vocab_limit).logprobs  # (B, T), 0 where y == -1
         counted = y != -1
         nbytes = (byte_lengths[y.clamp(min=0)] * counted if byte_lengths is not None
                   else torch.zeros_like(y))  # (B, T)
         sums += torch.stack([ce.sum(), counted.sum(), ce[nbytes > 0].sum(), nbytes.sum()]).double()
     D.all_reduce_sum(sums, info)
-    model.train(was_training)
     ce_sum, count, ce_bytes, nbytes = sums.tolist()
     if count == 0:
         raise LanternError("evaluate: the validation batches hold no counted target")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -150,7 +149,7 @@ def build(config: PretrainConfig, info: DistInfo) -> Stage:
     def validation(model) -> dict[str, float]:
         windows = eval_batches(val, config.batch_size, mconf.block_size, config.eval_tokens,
                                rank=info.rank, world_size=info.world_size, device=info.device)
-        return evaluate(model, windows, lengths, nullcontext(), info, vocab_limit=vocab_limit)
+        return evaluate(model, windows, lengths, info, vocab_limit=vocab_limit)
 
     tokens_per_step = config.batch_size * mconf.block_size * config.grad_accum * info.world_size
     logger.info(f"model {config.model}: {model.num_params():,} parameters, {mconf.n_layer} layers, "

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -275,7 +274,7 @@ def build(config: SFTConfig, sources: dict[str, str], base: Run, info: DistInfo)
             return {}
         held_out = chat_eval_batches(val, config.batch_size, pad, rank=info.rank, world_size=info.world_size,
                                      device=info.device)
-        return evaluate(model, held_out, None, nullcontext(), info, vocab_limit=tokenizer.vocab_size)
+        return evaluate(model, held_out, None, info, vocab_limit=tokenizer.vocab_size)
 
     def tally(batch) -> dict[str, int]:
         x, _ = batch
