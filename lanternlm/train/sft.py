@@ -3,7 +3,8 @@
 ``sft(config, run_dir)`` runs the stage on the one training loop
 (:func:`lanternlm.train.loop.train`):
 
-1. **inherit** from the base run ``config.base`` (read through :class:`lanternlm.run.Run`):
+1. **inherit** from the base run ``config.base`` (read through :class:`lanternlm.run.Run`,
+   the same for every fine-tuning stage: :mod:`lanternlm.train.finetune`):
    its model (architecture and weights) and tokenizer always; its optimizer settings
    (optimizer, betas, weight decay, clipping, device, dtype) for every such field this
    config leaves at ``None``. Every value's origin goes into the run record (``sources``:
@@ -40,70 +41,41 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import torch
 
-from ..chat import REASONING_LEVELS, ChatTokens, Rendered, load_jsonl, render
+from ..chat import REASONING_LEVELS, Rendered, load_jsonl, render
 from ..config import option
 from ..errors import LanternError
 from ..log import logger
 from ..run import Run
 from ..tasks import TASKS, get_task, make_sft_mixture
+from . import finetune
 from .distributed import DistInfo
-from .loop import (AUTOCAST_DTYPES, RESUMABLE, Stage, counted_targets, evaluate, fill_sources, resolve,
-                   token_loss, train)
-from .optim import OPTIMIZERS
-from .schedule import SCHEDULES
-
-#: Fields that are ``None`` unless given: then they take the base run's value, or this one
-#: when the base run's config.json has none (e.g. a model imported from Hugging Face).
-INHERITED_DEFAULTS: dict[str, Any] = {"optimizer": "adamw", "muon_lr": 0.02, "beta1": 0.9, "beta2": 0.95,
-                                      "weight_decay": 0.0, "grad_clip": 1.0, "device": "auto",
-                                      "dtype": "auto"}
+from .finetune import FinetuneConfig
+from .loop import RESUMABLE, Stage, counted_targets, evaluate, resolve, token_loss, train
 
 
 @dataclasses.dataclass
-class SFTConfig:
+class SFTConfig(FinetuneConfig):
     """Everything that decides a fine-tuning run (saved as ``config.json`` in the run directory).
 
-    Fields left at ``None`` marked "inherit" take the base run's value.
+    Fields left at ``None`` marked "inherit" take the base run's value
+    (:class:`lanternlm.train.finetune.FinetuneConfig` has the fields every fine-tuning stage shares).
     """
 
     base: str = option("", "base run directory (pretraining or an earlier fine-tuning): model, tokenizer and settings are inherited from it")
+    too_long: str = option("drop", "a conversation longer than the context: 'drop' it (counted in the log) or 'error'")
+    batch_size: int = option(16, "conversations per micro-batch")
+    lr: float = option(1e-3, "peak AdamW learning rate")
+    seed: int = option(1337, "seed for the mixture and the batch order")
     tasks: list[str] = option(list(TASKS), "built-in tasks in the mixture, comma-separated (empty: only --data)")
     examples_per_task: int = option(2000, "training conversations drawn per task (levels taken in turn)")
     levels: list[str] = option(list(REASONING_LEVELS), "reasoning levels the task conversations are spread over")
     multi_turn: float = option(0.1, "share of task conversations joined into two-exchange chats (history without thinking)")
     data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated")
     val_per_task: int = option(24, "held-out (test split) conversations per task for the validation loss")
-    too_long: str = option("drop", "a conversation longer than the context: 'drop' it (counted in the log) or 'error'")
-    block_size: Optional[int] = option(None, "context length in tokens (None = the base model's; a RoPE model may take a longer one)")
-    batch_size: int = option(16, "conversations per micro-batch")
-    grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
-    max_steps: int = option(800, "optimizer steps (the schedule's length unless max_minutes stops it first)")
-    max_minutes: Optional[float] = option(None, "time budget in minutes: stop then, and stretch the schedule to it (None = no budget)")
-    lr: float = option(1e-3, "peak AdamW learning rate")
-    min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak")
-    schedule: str = option("cosine", f"one of {SCHEDULES}")
-    warmup_steps: int = option(20, "linear warmup steps")
-    decay_fraction: float = option(0.2, "wsd only: fraction of the steps spent decaying")
-    optimizer: Optional[str] = option(None, f"one of {OPTIMIZERS} (None = inherit)")
-    muon_lr: Optional[float] = option(None, "peak Muon learning rate (None = inherit)")
-    beta1: Optional[float] = option(None, "AdamW beta1 (None = inherit)")
-    beta2: Optional[float] = option(None, "AdamW beta2 (None = inherit)")
-    weight_decay: Optional[float] = option(None, "decoupled weight decay (None = inherit)")
-    grad_clip: Optional[float] = option(None, "clip the global gradient norm, 0 = off (None = inherit)")
     eval_every: int = option(100, "validation loss every N steps (and at the end)")
-    log_every: int = option(10, "write a metrics.jsonl line every N steps")
-    checkpoint_every: int = option(200, "write a checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = option(2, "how many checkpoints to keep in RUN/checkpoints")
-    early_stop_patience: int = option(0, "stop after this many evaluations without improvement (0 = off)")
-    early_stop_min_delta: float = option(0.0, "an evaluation improves when val loss drops by more than this")
-    seed: int = option(1337, "seed for the mixture and the batch order")
-    device: Optional[str] = option(None, "cpu, cuda, cuda:N or auto (None = inherit)")
-    dtype: Optional[str] = option(None, f"autocast dtype, one of {AUTOCAST_DTYPES} (None = inherit)")
-    compile: bool = option(False, "torch.compile the model (rows vary in length: expect recompiles)")
 
 
 #: Named starting points (``--preset``); any field can still be overridden.
@@ -126,8 +98,7 @@ def check_config(config: SFTConfig) -> None:
     def bad(field: str, rule: str) -> LanternError:
         return LanternError(f"sft config: {field}={getattr(config, field)!r} is invalid: {rule}")
 
-    if not config.base:
-        raise bad("base", "give the base run directory (--base)")
+    finetune.check_config(config, "sft")
     if not config.tasks and not config.data:
         raise bad("tasks", "with no --data files, the mixture needs at least one task")
     if config.examples_per_task < 0 or config.val_per_task < 0:
@@ -135,76 +106,8 @@ def check_config(config: SFTConfig) -> None:
     bad_levels = [lv for lv in config.levels if lv not in REASONING_LEVELS]
     if bad_levels or not config.levels:
         raise bad("levels", f"choose some of {REASONING_LEVELS}")
-    if config.too_long not in ("drop", "error"):
-        raise bad("too_long", "choose 'drop' or 'error'")
-    if config.block_size is not None and config.block_size < 2:
-        raise bad("block_size", "must be >= 2 or None")
     if not 0 <= config.multi_turn <= 1:
         raise bad("multi_turn", "must be in [0, 1]")
-
-
-def inherit(config: SFTConfig, sources: dict[str, str], base: dict[str, Any]) -> tuple[SFTConfig, dict[str, str]]:
-    """Fill the config's ``None`` inheritable fields from the base run's settings.
-
-    A field the base run lacks takes :data:`INHERITED_DEFAULTS` (source ``default``).
-
-    >>> conf, src = inherit(SFTConfig(base="b", beta2=0.9), {"beta2": "cli"}, {"beta2": 0.99, "beta1": 0.8})
-    >>> conf.beta1, src["beta1"], conf.beta2, src["beta2"], conf.optimizer, src["optimizer"]
-    (0.8, 'base', 0.9, 'cli', 'adamw', 'default')
-    """
-    values, sources = {}, dict(sources)
-    for name, fallback in INHERITED_DEFAULTS.items():
-        if getattr(config, name) is None:
-            inherited = base.get(name)
-            values[name] = fallback if inherited is None else inherited
-            sources[name] = "default" if inherited is None else "base"
-    return dataclasses.replace(config, **values), sources
-
-
-def model_for(config: SFTConfig, base: Run, device: torch.device):
-    """The base run's model and tokenizer, with the context length this config asks for.
-
-    Raises :class:`LanternError` when the tokenizer lacks the chat special tokens, or when
-    a model with learned positions is asked for a context other than its own.
-    """
-    from ..model import GPT
-
-    model, tokenizer = base.model(device), base.tokenizer
-    try:
-        ChatTokens.of(tokenizer)
-    except LanternError as err:
-        raise LanternError(f"--base {base.path}: the tokenizer cannot render chats ({err}); train it with "
-                           f"the default special tokens") from None
-    block = config.block_size
-    if block is None or block == model.config.block_size:
-        return model, tokenizer
-    if model.config.pos_encoding != "rope":
-        raise LanternError(f"sft config: block_size={block} differs from the base model's "
-                           f"{model.config.block_size}, which has learned positions (one embedding per "
-                           f"position); leave block_size unset")
-    resized = GPT(dataclasses.replace(model.config, block_size=block)).to(device)
-    resized.load_state_dict(model.state_dict())  # RoPE tables are buffers rebuilt for the new length
-    return resized, tokenizer
-
-
-def describe_inheritance(config: SFTConfig, sources: dict[str, str], base_model_config, model, tokenizer) -> list[str]:
-    """Log lines: what came from the base run, what this run overrides or sets."""
-    inherited = [f"{k}={getattr(config, k)}" for k in INHERITED_DEFAULTS if sources.get(k) == "base"]
-    overridden = [f"{k}={getattr(config, k)} ({sources[k]})" for k in INHERITED_DEFAULTS
-                  if sources.get(k) not in ("base", None)]
-    mc = base_model_config
-    lines = [f"inherited from base: model (n_layer={mc.n_layer}, n_head={mc.n_head}, n_embd={mc.n_embd}, "
-             f"vocab={mc.vocab_size}, {mc.pos_encoding} positions), weights, tokenizer "
-             f"(vocab {tokenizer.vocab_size}, fingerprint {tokenizer.fingerprint()[:12]})"
-             + (", " + ", ".join(inherited) if inherited else "")]
-    if model.config.block_size != mc.block_size:
-        overridden.insert(0, f"block_size={model.config.block_size} (base {mc.block_size}; {sources['block_size']})")
-    lines.append("overridden: " + (", ".join(overridden) if overridden else "nothing"))
-    own = [f"{k}={getattr(config, k)} ({sources[k]})" for k in ("lr", "max_steps", "batch_size", "tasks")
-           if sources.get(k, "default") != "default"]
-    if own:
-        lines.append("set for this run: " + ", ".join(own))
-    return lines
 
 
 # --------------------------------------------------------------------------- data
@@ -258,8 +161,9 @@ def build(config: SFTConfig, sources: dict[str, str], base: Run, info: DistInfo)
     """What fine-tuning hands the loop on this process (see the module docstring)."""
     from ..data.loader import ChatBatches, chat_eval_batches
 
-    model, tokenizer = model_for(config, base, info.device)
-    for line in describe_inheritance(config, sources, base.model_config, model, tokenizer):
+    model, tokenizer = finetune.model_for(config, base, info.device)
+    for line in finetune.describe_inheritance(config, sources, base.model_config, model, tokenizer,
+                                              own=("lr", "max_steps", "batch_size", "tasks")):
         logger.info(line)
     block = model.config.block_size
     rows, val, counts = build_data(config, tokenizer, block)
@@ -289,10 +193,7 @@ def sft(config: SFTConfig, run_dir: str | Path, *, resume: bool = False,
         sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Run (or with ``resume``, continue) fine-tuning into ``run_dir``; returns the summary."""
     check_config(config)
-    if Path(config.base).resolve() == Path(run_dir).resolve():
-        raise LanternError(f"--out {run_dir} is the base run itself; choose another directory")
-    base = Run(config.base)
-    config, sources = inherit(config, fill_sources(config, sources), base.config)
+    config, sources, base = finetune.start(config, "sft", run_dir, sources)
     return train("sft", config, run_dir, functools.partial(build, config, sources, base),
                  resumable=RESUMABLE, resume=resume, sources=sources, parent=config.base)
 
