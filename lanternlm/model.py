@@ -26,6 +26,9 @@ Deviations from the original GPT-2 (Radford et al., 2019; the OpenAI TensorFlow 
   targets equal to -1 are ignored (padding, prompt tokens in fine-tuning).
 - A key/value cache with a length per batch row (GPT-2's code had none).
 - Dropout defaults to 0 (GPT-2 used 0.1); the init is GPT-2's for every family.
+- An optional scalar reward head (``reward_head``): the same network as a Bradley–Terry
+  reward model, one score per sequence read at its last token (Hugging Face's
+  ``*ForSequenceClassification`` with one label reads the same position).
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class GPTConfig:
     sliding_window: int | None = option(None, "attend to at most this many latest positions, "
                                               "itself included (None = the whole causal past)")
     dropout: float = option(0.0, "dropout on attention weights and residual branches (training)")
+    reward_head: bool = option(False, "add a scalar head (n_embd -> 1) read at a sequence's last "
+                                      "position: a reward model (lantern reward)")
     init_std: float = option(0.02, "std of the normal init; residual output projections get "
                                    "init_std/sqrt(2*n_layer)")
 
@@ -172,7 +177,7 @@ def num_params(config: GPTConfig, non_embedding: bool = False) -> int:
         layer += qkv_out + C + fc_out + C
     if config.qk_norm:
         layer += 2 * hd
-    total = L * layer + norm
+    total = L * layer + norm + (C if config.reward_head else 0)
     if non_embedding:
         return total
     total += config.vocab_size * C
@@ -604,6 +609,7 @@ class GPT(nn.Module):
         self.norm_f = make_norm(config, config.n_embd)
         self.lm_head = (None if config.tie_embeddings
                         else nn.Linear(config.n_embd, config.vocab_size, bias=False))
+        self.reward_head = nn.Linear(config.n_embd, 1, bias=False) if config.reward_head else None
         if config.pos_encoding == "rope":  # derived from the config, so not saved
             self.register_buffer("rope_cos", torch.empty(0), persistent=False)
             self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -721,3 +727,13 @@ class GPT(nn.Module):
         # (B, T, V); calling the head module lets inference swap in a quantized one
         logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
         return ModelOutput(logits, None, None, attentions)
+
+    def rewards(self, idx: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """A reward model's scores: idx (B, T) right-padded rows, last (B,) the index of
+        each row's last real token → (B,) fp32, the reward head on the hidden state there
+        (which has seen the whole sequence and none of the padding after it)."""
+        if self.reward_head is None:
+            raise LanternError("this model has no reward head (GPTConfig.reward_head); "
+                               "train one with lantern reward")
+        x, _ = self.hidden(idx, at=last)  # (B, 1, C)
+        return self.reward_head(x[:, 0]).squeeze(-1).float()  # (B,)

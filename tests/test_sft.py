@@ -81,7 +81,7 @@ def test_accumulated_micro_batches_weigh_every_trained_token_alike(tokenizer):
     items = conversations(tokenizer)
     micro = [collate(items[:1], tokenizer.pad_id), collate(items[1:], tokenizer.pad_id)]
     assert counted_targets(micro[0]) != counted_targets(micro[1])
-    loss = accumulate(model, micro, counted_targets, token_loss, DistInfo(0, 0, 1, torch.device("cpu")))
+    loss, _, _ = accumulate(model, micro, counted_targets, token_loss, DistInfo(0, 0, 1, torch.device("cpu")))
     accumulated = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     whole = model(*collate(items, tokenizer.pad_id)).loss  # one batch: the mean over all trained tokens

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -228,10 +228,15 @@ def collate(items: Sequence[Rendered], pad_id: int) -> tuple[torch.Tensor, torch
 class ChatBatches:
     """Endless epochs of padded chat rows ``(x, y)``, ``LongTensor[batch_size, T]`` with T the
     longest row of the batch; rank ``rank`` of ``world_size`` takes its slice of every
-    global batch (see the module docstring)."""
+    global batch (see the module docstring).
 
-    def __init__(self, rows: Sequence[Rendered], batch_size: int, *, pad_id: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu") -> None:
+    Other items batch the same way given their ``length`` and a ``collate_fn`` that makes a
+    tuple of tensors of them (preference pairs: :func:`lanternlm.train.pairs.collate_pairs`)."""
+
+    def __init__(self, rows: Sequence[Any], batch_size: int, *, pad_id: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
+                 length: Callable[[Any], int] = lambda r: len(r.ids),
+                 collate_fn: Callable[..., tuple[torch.Tensor, ...]] = collate) -> None:
         if batch_size < 1:
             raise LanternError(f"batch_size ({batch_size}) must be >= 1")
         if not 0 <= rank < world_size:
@@ -243,7 +248,8 @@ class ChatBatches:
             raise LanternError(f"not enough conversations for one batch: {len(rows)}, but a global batch "
                                f"needs {self.global_batch} (batch_size {batch_size} x world_size "
                                f"{world_size}); use a smaller batch_size or more data")
-        self.lengths = [len(r.ids) for r in rows]
+        self.lengths = [length(r) for r in rows]
+        self.collate_fn = collate_fn
         self.epoch, self.batch = 0, 0
         self._plan_epoch()
 
@@ -253,14 +259,14 @@ class ChatBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, ...]:
         if self.batch >= len(self._plan):
             self.epoch, self.batch = self.epoch + 1, 0
             self._plan_epoch()
         mine = self._plan[self.batch][self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         self.batch += 1
-        x, y = collate([self.rows[i] for i in mine], self.pad_id)
-        return _place(x, self.device), _place(y, self.device)  # (B, T), (B, T)
+        tensors = self.collate_fn([self.rows[i] for i in mine], self.pad_id)
+        return tuple(_place(t, self.device) for t in tensors)  # chat rows: (B, T), (B, T)
 
     @property
     def epochs_done(self) -> float:
@@ -284,16 +290,18 @@ class ChatBatches:
         self._plan_epoch()
 
 
-def chat_eval_batches(rows: Sequence[Rendered], batch_size: int, pad_id: int, *, rank: int = 0,
-                      world_size: int = 1, device: str | torch.device = "cpu"
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed validation batches of padded chat rows: row ``i`` goes to rank ``i % world_size``,
-    in order; a rank's last batch may be short (and a rank may get none)."""
+def chat_eval_batches(rows: Sequence[Any], batch_size: int, pad_id: int, *, rank: int = 0,
+                      world_size: int = 1, device: str | torch.device = "cpu",
+                      collate_fn: Callable[..., tuple[torch.Tensor, ...]] = collate
+                      ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Fixed validation batches of padded chat rows (or other items, as in
+    :class:`ChatBatches`): row ``i`` goes to rank ``i % world_size``, in order; a rank's
+    last batch may be short (and a rank may get none)."""
     mine = list(rows[rank::world_size])
     device = torch.device(device)
     for start in range(0, len(mine), batch_size):
-        x, y = collate(mine[start:start + batch_size], pad_id)
-        yield _place(x, device), _place(y, device)  # (b, T), (b, T)
+        tensors = collate_fn(mine[start:start + batch_size], pad_id)
+        yield tuple(_place(t, device) for t in tensors)  # chat rows: (b, T), (b, T)
 
 
 # --------------------------------------------------------------------------- packed rows

@@ -11,7 +11,7 @@ RL) runs on it, and supplies only what makes it that stage::
       batches    this process's micro-batches    ──►   each step: grad_accum micro-batches
       count(b)   what b's loss sums over         ──►     the global count (all micro-batches, all processes)
       loss(m, b) b's summed loss                 ──►     backward of loss(m, b) * world_size / global count;
-                                                         clip, scheduled lr, optimizer step
+        [, stats: summed per-unit values]                clip, scheduled lr, optimizer step
       tally(b)   counters of b for the log       ──►   every log_every steps a metrics.jsonl line
       evaluate(m) validation metrics             ──►   every eval_every steps (and last): plateau rule
                                                        every checkpoint_every steps (and last): checkpoint
@@ -28,8 +28,10 @@ differ, and the mean of per-micro-batch means would weigh a token in a short bat
 ``step, train_loss, lr, grad_norm, tokens_per_s`` (positions computed per second over the
 training steps since the last line, all processes), ``mfu`` where the device's peak is
 known, one ``<name>_fraction`` per other counter of ``tally`` (its share of the
-positions: SFT's ``trained_fraction`` and ``pad_fraction``), ``elapsed_s``, and the
-evaluation's metrics (``val_loss``, ``bpb``, ...) on evaluation steps.
+positions: SFT's ``trained_fraction`` and ``pad_fraction``), the mean per counted unit of
+each statistic the stage's ``loss`` returns beside the loss (DPO's rewards, margins and
+accuracies per pair), ``elapsed_s``, and the evaluation's metrics (``val_loss``, ``bpb``,
+...) on evaluation steps.
 
 **Time budget.** With ``max_minutes`` the run stops at the budget and the schedule is
 stretched to it: the step count is re-estimated every step from the speed so far
@@ -109,7 +111,9 @@ class Stage:
     tokenizer: Any  # saved with every checkpoint, checked on resume
     batches: Batches
     count: Callable[[Any], int]  # what a micro-batch's loss sums over (counted tokens, pairs, ...)
-    loss: Callable[[nn.Module, Any], torch.Tensor]  # a micro-batch's summed loss through the (wrapped) model
+    # A micro-batch's summed loss through the (wrapped) model; or (loss, stats): statistics
+    # summed over its counted units, logged as their means (detached scalars)
+    loss: Callable[[nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]]
     tally: Callable[[Any], dict[str, int]]  # a micro-batch's log counters: "tokens" (positions computed), ...
     evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics, "val_loss" for the plateau rule
     record: dict[str, Any] = field(default_factory=dict)  # extra fields of the run record
@@ -202,24 +206,30 @@ def fill_sources(config: Any, sources: dict[str, str] | None) -> dict[str, str]:
     return {f.name: "default" for f in dataclasses.fields(config)} | dict(sources or {})
 
 
-def accumulate(model: nn.Module, micro: list, count: Callable[[Any], int],
-               loss_of: Callable[[nn.Module, Any], torch.Tensor], info: D.DistInfo, amp=nullcontext()) -> torch.Tensor:
+def accumulate(model: nn.Module, micro: list, count: Callable[[Any], int], loss_of: Callable, info: D.DistInfo,
+               amp=nullcontext()) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
     """Forward and backward passes of one optimizer step's micro-batches (a stage's
     ``count`` and ``loss``): afterwards the gradients are those of the mean loss over the
     step's counted units on all processes.
 
-    Returns this process's share of that mean (detached): summed over the processes it is
-    the step's loss.
+    Returns this process's share of that mean (detached: summed over the processes it is
+    the step's loss), the global count, and this process's sums of the statistics the
+    stage's loss returned (none for a loss that returns a tensor alone).
     """
     total = D.sum_over_processes(sum(count(batch) for batch in micro), info)
     scale = info.world_size / max(1, total)
     share = torch.zeros((), device=info.device)
+    stats: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(micro):
         with D.no_sync(model, i < len(micro) - 1), amp:
-            loss = loss_of(model, batch) * scale
+            out = loss_of(model, batch)
+            loss, batch_stats = out if isinstance(out, tuple) else (out, {})
+            loss = loss * scale
         loss.backward()
         share += loss.detach()
-    return share / info.world_size
+        for key, value in batch_stats.items():
+            stats[key] = stats.get(key, 0.0) + value.detach().double()
+    return share / info.world_size, int(total), stats
 
 
 @torch.no_grad()
@@ -331,19 +341,24 @@ def _restore(ckpt: Path, stage: Stage, optimizers, plateau: Plateau, info: D.Dis
 
 
 def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor, counters: dict[str, int],
-              seconds: float, peak: float | None, flops: float, info: D.DistInfo) -> tuple[dict[str, Any], int]:
-    """A metrics line from the step's loss share and the window's counters, each summed
-    over the processes (one all-reduce), and the window's positions computed."""
-    sums = torch.tensor([0.0, *counters.values()], dtype=torch.float64, device=info.device)
+              stats: dict[str, torch.Tensor], units: int, seconds: float, peak: float | None, flops: float,
+              info: D.DistInfo) -> tuple[dict[str, Any], int]:
+    """A metrics line from the step's loss share, the window's counters and statistics,
+    each summed over the processes (one all-reduce), and the window's positions computed.
+    ``units``: the window's counted units, all processes (what the statistics are means over)."""
+    sums = torch.tensor([0.0, *counters.values(), *([0.0] * len(stats))], dtype=torch.float64, device=info.device)
     sums[0] = loss.double()
+    if stats:
+        sums[1 + len(counters):] = torch.stack(list(stats.values())).to(info.device)
     train_loss, *totals = D.all_reduce_sum(sums, info).tolist()
-    window = dict(zip(counters, totals))
+    window = dict(zip(counters, totals[:len(counters)]))
     line = {"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm.item(),
             "tokens_per_s": window["tokens"] / seconds}
     if peak is not None:
         line["mfu"] = model_flops_utilization(line["tokens_per_s"] / info.world_size, flops, peak)
     line.update({f"{key}_fraction": value / max(1, window["tokens"]) for key, value in window.items()
                  if key != "tokens"})
+    line.update({key: value / max(1, units) for key, value in zip(stats, totals[len(counters):])})
     return line, int(window["tokens"])
 
 
@@ -409,6 +424,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     total_steps: float = config.max_steps
     stop_reason, record, scores = "max_steps", {}, {}
     counters: dict[str, int] = {}  # the log window's tallies, this process
+    stats: dict[str, torch.Tensor] = {}  # the log window's sums of the loss's statistics, this process
+    units = 0  # the log window's counted units, all processes
     t_start = t_window = time.perf_counter()
     model.train()
     bar = progress(total=config.max_steps, initial=step, desc=name, unit="step")
@@ -418,7 +435,10 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                    decay_fraction=config.decay_fraction)
         optimizers.set_lr_factor(lr / config.lr)
         micro = [next(stage.batches) for _ in range(config.grad_accum)]
-        loss = accumulate(train_model, micro, stage.count, stage.loss, info, amp)
+        loss, counted, step_stats = accumulate(train_model, micro, stage.count, stage.loss, info, amp)
+        units += counted
+        for key, value in step_stats.items():
+            stats[key] = stats.get(key, 0.0) + value
         for batch in micro:
             for key, value in stage.tally(batch).items():
                 counters[key] = counters.get(key, 0) + value
@@ -442,8 +462,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         checkpointed = step % config.checkpoint_every == 0 or last
         logged = step % config.log_every == 0 or evaluated or checkpointed
         if logged:
-            record, tokens = _log_line(step, loss, lr, grad_norm, counters, time.perf_counter() - t_window,
-                                       peak, flops, info)
+            record, tokens = _log_line(step, loss, lr, grad_norm, counters, stats, units,
+                                       time.perf_counter() - t_window, peak, flops, info)
             done["tokens"] += tokens
             record["elapsed_s"] = elapsed
             if evaluated:
@@ -465,7 +485,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         if last:
             break
         if logged:  # speed is measured over training steps only
-            counters, t_window = {}, time.perf_counter()
+            counters, stats, units, t_window = {}, {}, 0, time.perf_counter()
     bar.close()
 
     losses = {"train_loss": record["train_loss"], **scores} if record else {}
