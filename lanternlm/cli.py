@@ -393,6 +393,24 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
                      help="share of conversations joined into two exchanges (default: 0.1)")
     mix.set_defaults(func=_tasks_mixture)
 
+    pairs = actions.add_parser("pairs", help="write on-policy preference pairs: a chat run's right vs wrong answers",
+                               description="Ask a chat run each question K times (sampled), grade the answers "
+                                           "with the task's verifier and pair a right answer with a wrong one; "
+                                           "write them as preference JSONL for lantern dpo / reward --pairs.")
+    pairs.add_argument("run", metavar="RUN", help="chat run directory (lantern sft, dpo, ...)")
+    pairs.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
+    pairs.add_argument("--tasks", default="letters,arithmetic,reverse", help="comma-separated task names")
+    pairs.add_argument("--n", type=int, default=200, help="questions per task (default: 200)")
+    pairs.add_argument("--k", type=int, default=8, help="answers sampled per question (default: 8)")
+    pairs.add_argument("--levels", default=",".join(REASONING_LEVELS),
+                       help="reasoning levels the questions are asked at, in turn (default: all)")
+    pairs.add_argument("--split", choices=["train", "test"], default="train", help="(default: train)")
+    pairs.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    pairs.add_argument("--max-tokens", type=int, default=320, help="longest answer (default: 320)")
+    pairs.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_device_flag(pairs)
+    pairs.set_defaults(func=_tasks_pairs)
+
 
 def _tasks_show(args: argparse.Namespace) -> None:
     from .tasks import preview
@@ -401,6 +419,28 @@ def _tasks_show(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else None
     print(preview(args.task, n=args.n, seed=args.seed, split=args.split, reasoning=args.reasoning,
                   tokenizer=tokenizer, color=not args.no_color and sys.stdout.isatty()))
+
+
+def _tasks_pairs(args: argparse.Namespace) -> None:
+    from .data.preference import write_pairs
+    from .run import Run
+    from .tasks.pairs import on_policy_pairs
+
+    run = Run(args.run)
+    if not run.chat:
+        raise LanternError(f"{run.path}: a run of stage {run.stage!r} does not answer chat questions; "
+                           f"give a chat run (lantern sft)")
+    pairs, report = on_policy_pairs(run.engine(args.device), run.tokenizer, args.tasks.split(","), args.n, k=args.k,
+                                    levels=args.levels.split(","), split=args.split, seed=args.seed,
+                                    temperature=args.temperature, max_tokens=args.max_tokens)
+    for row in report:
+        print(f"{row['task']:<12} {row['pairs']:>5} pairs from {row['questions']} questions   right "
+              f"{row['right']:.0%}   all right {row['all_right']}   all wrong {row['all_wrong']}")
+    if not pairs:
+        raise LanternError(f"no question got both a right and a wrong answer from {run.path}: nothing written "
+                           f"(the tasks are too easy or too hard for this model, see the warnings)")
+    write_pairs(args.out, pairs)
+    print(f"{len(pairs)} pairs written to {args.out}")
 
 
 def _tasks_mixture(args: argparse.Namespace) -> None:
@@ -588,6 +628,99 @@ def _sft(args: argparse.Namespace) -> None:
     from .train.sft import sft_from_args
 
     sft_from_args(args)
+
+
+def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str, presets,
+                  cls) -> argparse.ArgumentParser:
+    """A training stage's command: --out, --preset, --resume and the config's flags."""
+    from .config import add_arguments
+
+    p = sub.add_parser(name, help=help_text, description=description)
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (or resume)")
+    p.add_argument("--preset", default="tiny", choices=sorted(presets), help="starting configuration (default: tiny)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, same batch order")
+    add_arguments(p, cls)
+    return p
+
+
+def _require_out(args: argparse.Namespace) -> None:
+    if not args.out:
+        raise LanternError("--out RUN_DIR is required: the run directory to write")
+
+
+@command
+def _add_dpo(sub: argparse._SubParsersAction) -> None:
+    from .train.dpo import DPO_PRESETS, DPOConfig
+
+    p = _stage_parser(sub, "dpo", "preference tuning (DPO) of a chat run from chosen/rejected pairs",
+                      "Direct preference optimization of the chat run --base into --out, from preference "
+                      "pairs (--pairs JSONL) or from the run's own right and wrong answers to the tasks "
+                      "(--pairs-from-tasks). The reference's log-probabilities are computed once and stored "
+                      "with the run. Logs rewards, margins and accuracies per step.", DPO_PRESETS, DPOConfig)
+    p.set_defaults(func=_dpo)
+
+
+def _dpo(args: argparse.Namespace) -> None:
+    from .train.dpo import dpo_from_args
+
+    _require_out(args)
+    dpo_from_args(args)
+
+
+@command
+def _add_reward(sub: argparse._SubParsersAction) -> None:
+    from .train.reward import REWARD_PRESETS, RewardConfig
+
+    p = _stage_parser(sub, "reward", "train a reward model on preference pairs; `reward score` uses one",
+                      "Train a Bradley-Terry reward model (the chat run --base with a scalar head on the last "
+                      "token) into --out, from --pairs or --pairs-from-tasks. `lantern reward score RUN "
+                      "--pairs FILE` scores pairs with a trained one.", REWARD_PRESETS, RewardConfig)
+    p.set_defaults(func=_reward)
+    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action")
+    score = actions.add_parser("score", help="score conversations or pairs with a reward run",
+                               description="Print the reward model's score of each conversation (chat JSONL, "
+                                           "ending with the assistant answer) or of each pair's two answers "
+                                           "(preference JSONL), one JSON line each; pairs end with the accuracy.")
+    score.add_argument("run", metavar="RUN", help="reward run directory (lantern reward)")
+    group = score.add_mutually_exclusive_group(required=True)
+    group.add_argument("--pairs", metavar="FILE", help="preference JSONL: score chosen and rejected")
+    group.add_argument("--chats", metavar="FILE", help="chat JSONL: score each conversation's last answer")
+    score.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default: 16)")
+    _add_device_flag(score)
+    score.set_defaults(func=_reward_score)
+
+
+def _reward(args: argparse.Namespace) -> None:
+    from .train.reward import reward_from_args
+
+    _require_out(args)
+    reward_from_args(args)
+
+
+def _reward_score(args: argparse.Namespace) -> None:
+    import json
+
+    from .reward import RewardModel
+
+    model = RewardModel(args.run, args.device)
+    if args.chats:
+        from .chat import load_jsonl
+
+        conversations = load_jsonl(args.chats)
+        for score in model.score(conversations, args.batch_size):
+            print(json.dumps({"score": round(score, 6)}))
+        return
+    from .data.preference import load_pairs
+
+    pairs = load_pairs(args.pairs)
+    scores = model.score_pairs(pairs, args.batch_size)
+    right = 0.0
+    for chosen, rejected in zip(scores[::2], scores[1::2]):
+        right += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+        print(json.dumps({"chosen": round(chosen, 6), "rejected": round(rejected, 6),
+                          "margin": round(chosen - rejected, 6)}))
+    print(json.dumps({"pairs": len(pairs), "accuracy": right / len(pairs)}))
 
 
 @command

@@ -243,6 +243,9 @@ class Run:
         names one of :data:`lanternlm.engine.DTYPES` (``int8``: quantized weights for the CPU)."""
         from .engine import DTYPES, Engine
 
+        if self.stage == "reward":
+            raise LanternError(f"{self.path}: a reward model scores answers, it does not write them; "
+                               f"use lantern reward score, or --reward-model with generate/chat")
         if dtype is not None and dtype not in DTYPES:
             raise LanternError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         if dtype == "int8" and device is None:

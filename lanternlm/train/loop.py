@@ -296,6 +296,16 @@ def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, d
     return config, {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
 
 
+def check_fresh(run_dir: Path, resume: bool) -> Path | None:
+    """The run's latest checkpoint; an error when there is one and ``resume`` is not asked
+    (a stage that writes into its run directory before training checks this first)."""
+    ckpt = latest_checkpoint(run_dir)
+    if not resume and ckpt is not None:
+        raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
+                           f"or choose another --out")
+    return ckpt
+
+
 def _check_resume(run_dir: Path, name: str, config: Any, resumable: tuple[str, ...]) -> None:
     saved, _ = saved_config(run_dir, name, type(config))
     diffs = [f"{f.name}: saved {getattr(saved, f.name)!r}, now {getattr(config, f.name)!r}"
@@ -379,10 +389,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
 
     check_config(config, name)
     run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if not resume and ckpt is not None:
-        raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
-                           f"or choose another --out")
+    ckpt = check_fresh(run_dir, resume)
     if resume:
         _check_resume(run_dir, name, config, resumable)
 
