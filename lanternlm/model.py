@@ -593,6 +593,7 @@ class ModelOutput(NamedTuple):
     loss: torch.Tensor | None  # mean cross-entropy (nats, fp32) over targets != -1 (reduction "mean")
     logprobs: torch.Tensor | None  # log-probabilities of the targets under the reduction
     attentions: list[torch.Tensor] | None  # per layer (B, H, T, S) with return_attention=True
+    rewards: torch.Tensor | None = None  # (B,) fp32: the reward head's scores with reward_at
 
 
 class GPT(nn.Module):
@@ -710,12 +711,19 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 reduction: str = "mean", vocab_limit: int | None = None,
                 cache: KVCache | None = None, return_attention: bool = False,
-                logits_at: torch.Tensor | None = None) -> ModelOutput:
+                logits_at: torch.Tensor | None = None, reward_at: torch.Tensor | None = None) -> ModelOutput:
         """idx (B, T) token ids → logits (B, T, vocab_size); or, with targets (B, T), no
         logits but the targets' log-probabilities under ``reduction`` (``"mean"``: also the
         loss, the mean cross-entropy over targets != -1; ``"none"``: (B, T) per token), see
         :func:`lanternlm.loss.token_logprobs`. ``cache`` and ``logits_at`` as in
-        :meth:`hidden` (its ``at``)."""
+        :meth:`hidden` (its ``at``). With ``reward_at`` (B,), a reward model's scores at
+        those positions instead (:meth:`rewards`)."""
+        if reward_at is not None:
+            if self.reward_head is None:
+                raise LanternError("this model has no reward head (GPTConfig.reward_head); "
+                                   "train one with lantern reward")
+            x, attentions = self.hidden(idx, return_attention=return_attention, at=reward_at)  # (B, 1, C)
+            return ModelOutput(None, None, None, attentions, self.reward_head(x[:, 0]).squeeze(-1).float())
         x, attentions = self.hidden(idx, cache=cache, return_attention=return_attention, at=logits_at)
         if targets is not None:
             if not isinstance(self.head_weight, torch.Tensor):
@@ -732,8 +740,4 @@ class GPT(nn.Module):
         """A reward model's scores: idx (B, T) right-padded rows, last (B,) the index of
         each row's last real token → (B,) fp32, the reward head on the hidden state there
         (which has seen the whole sequence and none of the padding after it)."""
-        if self.reward_head is None:
-            raise LanternError("this model has no reward head (GPTConfig.reward_head); "
-                               "train one with lantern reward")
-        x, _ = self.hidden(idx, at=last)  # (B, 1, C)
-        return self.reward_head(x[:, 0]).squeeze(-1).float()  # (B,)
+        return self(idx, reward_at=last).rewards
