@@ -313,6 +313,9 @@ def _add_thinking_flags(p: argparse.ArgumentParser, reasoning_help: str) -> None
     p.add_argument("--thinking-budget", type=int, metavar="N",
                    help="most thinking tokens; then <|/think|> is forced and the answer follows")
     p.add_argument("--show-thinking", action="store_true", help="show the thinking (hidden by default)")
+    p.add_argument("--best-of", type=int, default=1, metavar="N",
+                   help="chat models: sample N answers, show the one --reward-model scores highest")
+    p.add_argument("--reward-model", metavar="RM_RUN", help="reward run (lantern reward) that picks the best answer")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -323,7 +326,8 @@ def _generate(args: argparse.Namespace) -> int:
                             show_probs=args.show_probs, top=args.top, truncate=args.truncate,
                             bos=args.bos, reasoning=args.reasoning, system=args.system,
                             thinking_budget_tokens=args.thinking_budget, show_thinking=args.show_thinking,
-                            device=args.device, dtype=args.dtype)
+                            device=args.device, dtype=args.dtype, best_of=args.best_of,
+                            reward_model=args.reward_model)
 
 
 @command
@@ -351,7 +355,8 @@ def _chat(args: argparse.Namespace) -> int:
     return chat_command(args.run, sampling=_sampling_from_args(args), max_tokens=args.max_tokens,
                         format=args.format, system=args.system, reasoning=args.reasoning,
                         thinking_budget_tokens=args.thinking_budget, show_thinking=args.show_thinking,
-                        device=args.device, dtype=args.dtype)
+                        device=args.device, dtype=args.dtype, best_of=args.best_of,
+                        reward_model=args.reward_model)
 
 
 @command

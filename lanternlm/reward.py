@@ -9,7 +9,9 @@ probability that answer a is preferred to b.
 - :func:`score_rows`: scores of token rows, in right-padded batches (what training and
   evaluation use too);
 - :class:`RewardModel`: a reward run loaded for scoring conversations, or the ids an
-  engine generated after a prompt (best-of-n: :func:`best_of`).
+  engine generated after a prompt;
+- :func:`best_of_n`: sample n answers per prompt and keep the one the reward model scores
+  highest (``lantern generate/chat --best-of N --reward-model RM``).
 """
 
 from __future__ import annotations
@@ -113,3 +115,22 @@ def best_of(scores: Sequence[float]) -> int:
     if not scores:
         raise LanternError("best_of: no answers to choose from")
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def best_of_n(engine, reward_model: RewardModel, tokenizer, prompts: Sequence[Sequence[int]], n: int, *,
+              max_tokens: int, sampling, thinking=None, truncate: str | None = None,
+              ) -> list[tuple[int, list[float], list]]:
+    """For each chat prompt, ``n`` sampled answers (one prefill, ``n`` samples) stopping at
+    ``<|end|>``, scored by ``reward_model``; returns per prompt ``(best index, scores,
+    completions)``."""
+    if n < 1:
+        raise LanternError(f"best of n: n={n} must be >= 1")
+    chat = ChatTokens.of(tokenizer)
+    completions = engine.generate(prompts, max_tokens=max_tokens, sampling=sampling, stop_tokens=[chat.end],
+                                  thinking=thinking, truncate=truncate, n=n)
+    out = []
+    for i in range(len(prompts)):
+        group = completions[i * n:(i + 1) * n]
+        scores = reward_model.score_replies(group[0].prompt, [c.tokens for c in group], tokenizer)
+        out.append((best_of(scores), scores, group))
+    return out

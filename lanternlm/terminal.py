@@ -15,6 +15,9 @@ Thinking (chat models): ``--reasoning`` sets the level (the system turn's ``Reas
 line), ``--thinking-budget N`` makes the engine close a thinking segment after N tokens, and
 the thinking is hidden unless ``--show-thinking`` (:class:`ThinkingFilter` does the hiding,
 by token id, while the text streams).
+
+Best-of-n (chat models): ``--best-of N --reward-model RM`` samples N answers and shows the
+one the reward model scores highest (:func:`lanternlm.reward.best_of_n`), with every score.
 """
 
 from __future__ import annotations
@@ -111,15 +114,20 @@ def generate_command(run: str, prompt: str, *, sampling: SamplingParams, max_tok
                      top: int = 5, truncate: str | None = None, bos: bool = True,
                      reasoning: str | None = None, system: str | None = None,
                      thinking_budget_tokens: int | None = None, show_thinking: bool = False,
-                     device: str | None = None, dtype: str | None = None,
-                     out: TextIO | None = None) -> int:
+                     device: str | None = None, dtype: str | None = None, best_of: int = 1,
+                     reward_model: str | None = None, out: TextIO | None = None) -> int:
     """``lantern generate``: print the prompt and its completion(s) as they are generated.
 
     With ``reasoning`` (chat models) the prompt is the user's message of a one-turn chat
     (``system`` before it), the reply stops at ``<|end|>`` and its thinking is hidden
-    unless ``show_thinking``; ``thinking_budget_tokens`` caps the thinking.
+    unless ``show_thinking``; ``thinking_budget_tokens`` caps the thinking. ``best_of``
+    answers scored by the ``reward_model`` run: the best one is shown.
     """
     out = out or sys.stdout
+    check_best_of(best_of, reward_model)
+    if best_of > 1 and (reasoning is None or num != 1 or show_probs or stop):
+        raise LanternError("--best-of picks one chat answer: use it with --reasoning, without --num, "
+                           "--show-probs or --stop")
     if num < 1:
         raise LanternError(f"--num {num}: must be >= 1")
     if show_probs and num != 1:
@@ -137,6 +145,14 @@ def generate_command(run: str, prompt: str, *, sampling: SamplingParams, max_tok
     else:
         ids = encode_prompt(tokenizer, prompt, bos)
         shown, head = None, prompt
+    if best_of > 1:
+        session = ChatSession(engine, tokenizer, ChatTemplate(system, reasoning), sampling, max_tokens,
+                              thinking_budget=thinking_budget_tokens, show_thinking=show_thinking,
+                              best_of=best_of, reward_model=_reward_model(reward_model, device))
+        out.write(head)
+        session.best_reply(ids, out)
+        out.write("\n")
+        return 0
     if num > 1:
         results = complete(engine, tokenizer, [ids], n=num, max_tokens=max_tokens,
                            sampling=sampling, stop=stop, truncate=truncate, thinking=budget)
@@ -278,6 +294,8 @@ class ChatSession:
     history: list[dict] = dataclasses.field(default_factory=list)
     thinking_budget: int | None = None
     show_thinking: bool = False
+    best_of: int = 1  # > 1: sample this many answers, show the one reward_model scores highest
+    reward_model: object | None = None  # a lanternlm.reward.RewardModel
 
     SETTINGS = {"/temp": ("temperature", float), "/top_k": ("top_k", int), "/top_p": ("top_p", float),
                 "/min_p": ("min_p", float), "/penalty": ("repetition_penalty", float),
@@ -347,6 +365,23 @@ class ChatSession:
             self.show_thinking = value == "on"
         return self.settings()
 
+    def best_reply(self, ids: list[int], out: TextIO) -> list[int]:
+        """Sample ``best_of`` answers to the prompt ``ids``, write the best-scored one (its
+        thinking only with ``show_thinking``) and every score; return its ids."""
+        from .reward import best_of_n
+
+        [(best, scores, completions)] = best_of_n(
+            self.engine, self.reward_model, self.tokenizer, [ids], self.best_of, max_tokens=self.max_tokens,
+            sampling=self.sampling, thinking=thinking_budget(self.tokenizer, self.thinking_budget), truncate="left")
+        thinking, answer = (self.tokenizer.decode(part).strip()
+                            for part in split_reply(completions[best].tokens, ChatTokens.of(self.tokenizer)))
+        if self.show_thinking and thinking:
+            out.write(f"[thinking] {thinking} [/thinking]\n")
+        out.write(answer)
+        listed = ", ".join(f"{'*' if i == best else ''}{score:.3f}" for i, score in enumerate(scores))
+        out.write(f"\n(best of {len(scores)} by reward; scores {listed})")
+        return completions[best].tokens
+
     def reply(self, user: str, out: TextIO) -> str:
         """Generate the reply to ``user``, streaming it to ``out``; remember the exchange.
 
@@ -354,6 +389,11 @@ class ChatSession:
         """
         ids = self.format.prompt_ids(self.tokenizer, self.history, user)
         chat = isinstance(self.format, ChatTemplate)
+        if chat and self.best_of > 1:
+            reply_ids = self.best_reply(ids, out)
+            reply = self.tokenizer.decode(reply_ids)
+            self.format.remember(self.tokenizer, self.history, user, reply, reply_ids)
+            return reply
         shown = ThinkingFilter(self.tokenizer, self.show_thinking) if chat else None
         text, reply_ids = [], []
         for piece in stream_text(self.engine, self.tokenizer, [ids], max_tokens=self.max_tokens,
@@ -401,8 +441,8 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
 def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
                  format: str | None = None, system: str | None = None, reasoning: str | None = None,
                  thinking_budget_tokens: int | None = None, show_thinking: bool = False,
-                 device: str | None = None, dtype: str | None = None, lines: TextIO | None = None,
-                 out: TextIO | None = None) -> int:
+                 device: str | None = None, dtype: str | None = None, best_of: int = 1,
+                 reward_model: str | None = None, lines: TextIO | None = None, out: TextIO | None = None) -> int:
     """``lantern chat``: an interactive chat with a run's model on the terminal (stdin/stdout
     unless other streams are given). The format follows the run (chat turns for a chat
     model, one running text for a base model) unless ``format`` says otherwise."""
@@ -416,9 +456,28 @@ def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
                            f"format: {run} is a {loaded.stage or 'bare'} model, which continues plain text")
     if thinking_budget_tokens is not None and thinking_budget_tokens < 0:
         raise LanternError(f"--thinking-budget {thinking_budget_tokens}: must be >= 0 tokens")
+    check_best_of(best_of, reward_model)
+    if best_of > 1 and format != "chat":
+        raise LanternError("--best-of picks among chat answers: it needs the chat format")
     engine, tokenizer = loaded.engine(device, dtype), loaded.tokenizer
     fmt = ChatTemplate(system, reasoning) if format == "chat" else PlainCompletion()
     chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens,
-                          thinking_budget=thinking_budget_tokens, show_thinking=show_thinking),
+                          thinking_budget=thinking_budget_tokens, show_thinking=show_thinking,
+                          best_of=best_of, reward_model=_reward_model(reward_model, device) if best_of > 1 else None),
               lines or sys.stdin, out or sys.stdout)
     return 0
+
+
+def check_best_of(best_of: int, reward_model: str | None) -> None:
+    """``--best-of N`` needs N >= 1, and a ``--reward-model`` when N > 1 (and only then)."""
+    if best_of < 1:
+        raise LanternError(f"--best-of {best_of}: must be >= 1")
+    if (best_of > 1) != (reward_model is not None):
+        raise LanternError("--best-of N (N > 1) and --reward-model RM go together: the reward model "
+                           "picks among the N answers")
+
+
+def _reward_model(run: str | None, device: str | None):
+    from .reward import RewardModel
+
+    return RewardModel(run, device) if run is not None else None

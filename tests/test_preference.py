@@ -326,6 +326,30 @@ def test_reward_model_trains_scores_and_picks_the_best(chat_run, pairs_file, tmp
     with pytest.raises(LanternError, match="not a reward model"):
         RewardModel(chat_run)
 
+    # best of n in the front-ends: the answer shown is the best-scored of the samples
+    from lanternlm.reward import best_of_n
+    from lanternlm.sampling import SamplingParams
+    from lanternlm.terminal import chat_command, generate_command
+
+    chat = Run(chat_run)
+    prompt = chat.tokenizer.encode("hi")
+    [(best, scores, completions)] = best_of_n(chat.engine("cpu"), rm, chat.tokenizer, [[1, *prompt]], 4,
+                                              max_tokens=6, sampling=SamplingParams(seed=1))
+    assert len(scores) == len(completions) == 4 and scores[best] == max(scores)
+    assert scores == pytest.approx(rm.score_replies([1, *prompt], [c.tokens for c in completions]), abs=1e-6)
+    import io
+    out = io.StringIO()
+    generate_command(str(chat_run), "How many r's are in strawberry?", sampling=SamplingParams(seed=2),
+                     max_tokens=8, reasoning="none", best_of=3, reward_model=str(run), device="cpu", out=out)
+    listed = out.getvalue().split("scores ")[-1].rstrip(")\n").split(", ")
+    assert len(listed) == 3 and sum(score.startswith("*") for score in listed) == 1  # the one shown
+    out = io.StringIO()
+    chat_command(str(chat_run), sampling=SamplingParams(seed=2), max_tokens=8, reasoning="none", best_of=2,
+                 reward_model=str(run), device="cpu", lines=io.StringIO("hello\n/quit\n"), out=out)
+    assert "(best of 2 by reward; scores" in out.getvalue()
+    with pytest.raises(LanternError, match="go together"):
+        generate_command(str(chat_run), "x", sampling=SamplingParams(), reasoning="none", best_of=3)
+
 
 def test_reward_rows_read_the_last_token_and_padding_changes_nothing(tokenizer):
     torch.manual_seed(0)
