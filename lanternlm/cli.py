@@ -517,6 +517,12 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--task", required=True, help="task name (see lantern tasks show)")
     v.add_argument("-n", type=int, default=20, help="held-out questions per level (default: 20)")
     v.add_argument("--max-tokens", type=int, default=320, help="longest answer (default: 320, as lantern eval)")
+    v = view("preference", "DPO / reward runs: margins and pair accuracy over steps; answers before and after",
+             _inspect_preference, text=False)
+    v.add_argument("--tasks", default="", help="tasks whose held-out answers to compare with the parent run's, "
+                                               "comma-separated (default: none)")
+    v.add_argument("--levels", default="high", help="reasoning levels of those questions (default: high)")
+    v.add_argument("-n", type=int, default=10, help="questions per task and level (default: 10)")
     v = view("memory", "weights + KV cache + activations by dtype, estimated and measured for one forward",
              _inspect_memory, text=False)
     v.add_argument("--context", type=int, help="tokens in the prefill (default: the context window)")
@@ -566,6 +572,13 @@ def _inspect_loss(args: argparse.Namespace) -> None:
 
     print(loss_command(args.runs, alpha=args.alpha, patience=args.patience, min_delta=args.min_delta,
                        out=args.out))
+
+
+def _inspect_preference(args: argparse.Namespace) -> None:
+    from .inspect.preference import preference_command
+
+    print(preference_command(args.run, [t for t in args.tasks.split(",") if t], args.levels.split(","), n=args.n,
+                             out=args.out, device=args.device))
 
 
 def _inspect_thinking(args: argparse.Namespace) -> None:

@@ -202,6 +202,15 @@ def test_dpo_starts_at_ln2_trains_resumes_exactly_and_is_a_chat_run(chat_run, pa
                                  Run(again).model("cpu").state_dict().items()):
         assert torch.equal(a, b), name
 
+    # the glass box: curves, the picture, answers beside the parent's, the report section
+    from lanternlm.inspect.preference import preference_command
+    from lanternlm.inspect.report import write_report
+
+    text = preference_command(str(run), tasks=["letters"], levels=["none"], n=2, device="cpu")
+    assert "margins" in text and "val_accuracy" in text and "of the answers changed" in text
+    assert text.count("letters    none") == 2 and (run / "inspect" / "preference.png").is_file()
+    assert "## Preference tuning" in write_report(run, device="cpu").read_text()
+
     # DPO again on the DPO run, and SFT on it: every stage takes it as a base
     dpo(small_dpo(run, pairs_file, max_steps=1, eval_every=1), tmp_path / "dpo-again")
     sft(small_sft(run, tasks=["letters"], max_steps=1), tmp_path / "sft-after")

@@ -99,6 +99,15 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         loss.plot_loss_curves(curves, output_path(out, "loss_curves.png"))
         md += [_block(loss.render_loss(curves)), "![loss](loss_curves.png)\n"]
 
+    if loaded.stage in ("dpo", "reward", "rl"):
+        from . import preference
+
+        md.append("## Preference tuning\n")
+        pref = preference.PreferenceView(str(run_dir), loaded.stage, preference.preference_curves(run_dir))
+        preference.plot_preference(pref, output_path(out, "preference.png"))
+        md += [_block(preference.render_preference(pref)), "![preference](preference.png)\n",
+               f"Answers before and after: `lantern inspect preference {run_dir} --tasks letters`\n"]
+
     md.append("## 7. Memory\n")
     mem = memory.memory_view(model)
     memory.plot_memory(mem, output_path(out, "memory.png"))
