@@ -28,7 +28,8 @@ Deviations from the original GPT-2 (Radford et al., 2019; the OpenAI TensorFlow 
 - Dropout defaults to 0 (GPT-2 used 0.1); the init is GPT-2's for every family.
 - An optional scalar reward head (``reward_head``): the same network as a Bradley–Terry
   reward model, one score per sequence read at its last token (Hugging Face's
-  ``*ForSequenceClassification`` with one label reads the same position).
+  ``*ForSequenceClassification`` with one label reads the same position); such a model
+  keeps no untied language head.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def num_params(config: GPTConfig, non_embedding: bool = False) -> int:
     total += config.vocab_size * C
     if config.pos_encoding == "learned":
         total += config.block_size * C
-    if not config.tie_embeddings:
+    if not config.tie_embeddings and not config.reward_head:
         total += config.vocab_size * C
     return total
 
@@ -608,7 +609,8 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_f = make_norm(config, config.n_embd)
-        self.lm_head = (None if config.tie_embeddings
+        # a reward model scores with its reward head: an untied language head would go unused
+        self.lm_head = (None if config.tie_embeddings or config.reward_head
                         else nn.Linear(config.n_embd, config.vocab_size, bias=False))
         self.reward_head = nn.Linear(config.n_embd, 1, bias=False) if config.reward_head else None
         if config.pos_encoding == "rope":  # derived from the config, so not saved
@@ -660,6 +662,9 @@ class GPT(nn.Module):
     @property
     def head_weight(self) -> torch.Tensor:
         """The output head's (vocab_size, n_embd) matrix (the token embeddings when tied)."""
+        if self.config.reward_head and not self.config.tie_embeddings:
+            raise LanternError("this reward model has no language head (its base's untied head is left "
+                               "out); it scores sequences (reward_at) and does not predict tokens")
         return self.wte.weight if self.lm_head is None else self.lm_head.weight
 
     def hidden(self, idx: torch.Tensor, *, cache: KVCache | None = None, return_attention: bool = False,
@@ -733,7 +738,7 @@ class GPT(nn.Module):
                                       vocab_limit=vocab_limit)
             return ModelOutput(None, -logprobs if reduction == "mean" else None, logprobs, attentions)
         # (B, T, V); calling the head module lets inference swap in a quantized one
-        logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
+        logits = F.linear(x, self.head_weight) if self.lm_head is None else self.lm_head(x)
         return ModelOutput(logits, None, None, attentions)
 
     def rewards(self, idx: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

@@ -317,6 +317,10 @@ def test_reward_model_trains_scores_and_picks_the_best(chat_run, pairs_file, tmp
     assert Run(run).stage == "reward" and not Run(run).chat and Run(run).model_config.reward_head
     with pytest.raises(LanternError, match="reward model"):
         Run(run).engine("cpu")
+    from lanternlm.inspect.report import write_report
+
+    report = write_report(run, device="cpu").read_text()
+    assert "does not predict tokens" in report and "## Preference tuning" in report
 
     rm = RewardModel(run, "cpu")
     pairs = load_pairs(pairs_file)

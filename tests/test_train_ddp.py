@@ -59,3 +59,27 @@ def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert_same_curves(a, b, steps=4)
     assert all(0 < r["pad_fraction"] < 1 and 0 < r["trained_fraction"] < 1 for r in a + b)
     assert a[0]["train_loss"] > a[-1]["train_loss"]  # it did learn
+
+
+@pytest.mark.slow
+def test_dpo_and_reward_two_processes_match_one(tmp_path):
+    """Pairs per micro-batch instead of tokens, statistics beside the loss, and (DPO) the
+    reference table computed by both processes in shares."""
+    import json
+
+    from lanternlm.train.sft import sft
+    from sft_helpers import small_sft
+    from test_preference import some_pairs
+
+    chat = tmp_path / "chat"
+    sft(small_sft(make_base(train_tokenizer(), tmp_path), tasks=["letters"], max_steps=2), chat)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in some_pairs(18)))
+    flags = ["--base", str(chat), "--pairs", str(pairs), "--block-size", "256", "--max-steps", "4",
+             "--max-minutes", "none", "--lr", "1e-3", "--warmup-steps", "1", "--eval-every", "2", "--log-every", "1",
+             "--checkpoint-every", "4", "--seed", "0", "--device", "cpu"]
+    for stage, stats in (("dpo", ("margins", "accuracies", "logps_chosen")), ("reward", ("margins", "accuracies"))):
+        a, b = one_and_two(["-q", stage, *flags], tmp_path / f"{stage}1", tmp_path / f"{stage}2", batch=4)
+        assert_same_curves(a, b, steps=4)
+        for key in stats:
+            np.testing.assert_allclose([r[key] for r in b], [r[key] for r in a], rtol=1e-4, atol=1e-6, err_msg=key)

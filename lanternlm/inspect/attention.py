@@ -1,6 +1,6 @@
 """View 3, attention: which earlier tokens each position reads from.
 
-The weights come from the model's own reference attention (``model(ids,
+The weights come from the model's own reference attention (``model.hidden(ids,
 return_attention=True)``), the same code that generates, so causality and a sliding
 window show exactly as the model applies them. Row i of a head's matrix is how
 position i spreads its attention over positions 0..i; each row sums to 1.
@@ -29,8 +29,8 @@ from .common import label, output_path, prompt_ids, pyplot, save
 def attention_weights(model, ids: Sequence[int]) -> list[torch.Tensor]:
     """Per layer, the attention weights (n_head, T, T) of one sequence, fp32 on the CPU."""
     idx = torch.tensor([list(ids)], dtype=torch.long, device=next(model.parameters()).device)
-    out = model(idx, return_attention=True)
-    return [a[0].float().cpu() for a in out.attentions]  # (H, T, T) each
+    _, attentions = model.hidden(idx, return_attention=True)  # no head needed: a reward model has attention too
+    return [a[0].float().cpu() for a in attentions]  # (H, T, T) each
 
 
 def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -105,7 +105,10 @@ def measure_prefill(model, context: int, batch_size: int = 1) -> dict[str, int]:
     idx = torch.randint(0, model.config.vocab_size, (batch_size, context), device=param.device,
                         generator=torch.Generator(device=param.device).manual_seed(0))
     with LiveBytes() as live:
-        model(idx, cache=cache)
+        if model.config.reward_head:  # no logits: a reward model's head reads one position
+            model.hidden(idx, cache=cache)
+        else:
+            model(idx, cache=cache)
     return {"weights": weights, "kv_cache": cache.nbytes, "activations": live.peak}
 
 

@@ -80,18 +80,23 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     md += [_block(attention.render_attention(att, color=False)),
            "![attention](attention.png)\n", "![all heads](attention_heads.png)\n", "![rollout](attention_rollout.png)\n"]
 
-    md.append("## 4. Next-token distribution\n")
-    nxt = next_token.next_token_view(model, tokenizer, prompt)
-    next_token.plot_next_token(nxt, output_path(out, "next_token.png"))
-    md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
+    if config.reward_head:  # a reward model scores answers: no next-token distribution, no loop
+        md.append("## 4-5. Next token and the loop\n")
+        md.append("A reward model does not predict tokens: its head gives one score per conversation "
+                  "(`lantern reward score`).\n")
+    else:
+        md.append("## 4. Next-token distribution\n")
+        nxt = next_token.next_token_view(model, tokenizer, prompt)
+        next_token.plot_next_token(nxt, output_path(out, "next_token.png"))
+        md += [_block(next_token.render_next_token(nxt)), "![next token](next_token.png)\n"]
 
-    md.append("## 5. The loop\n")
-    engine = Engine(model, vocab_limit=loaded.vocab_limit)
-    trace = loop.generation_trace(engine, tokenizer, prompt, steps,
-                                  SamplingParams(temperature=0.7, top_k=10, seed=0))
-    loop.plot_loop_strip(trace, output_path(out, "loop.png"))
-    loop.write_loop_gif(trace, output_path(out, "loop.gif"))
-    md += [_block(loop.render_loop(trace)), "![loop](loop.png)\n", "Animated: [loop.gif](loop.gif)\n"]
+        md.append("## 5. The loop\n")
+        engine = Engine(model, vocab_limit=loaded.vocab_limit)
+        trace = loop.generation_trace(engine, tokenizer, prompt, steps,
+                                      SamplingParams(temperature=0.7, top_k=10, seed=0))
+        loop.plot_loop_strip(trace, output_path(out, "loop.png"))
+        loop.write_loop_gif(trace, output_path(out, "loop.gif"))
+        md += [_block(loop.render_loop(trace)), "![loop](loop.png)\n", "Animated: [loop.gif](loop.gif)\n"]
 
     if (run_dir / "metrics.jsonl").is_file():
         md.append("## 6. Loss\n")

@@ -108,7 +108,8 @@ def reward_model_for(config: RewardConfig, base, device: torch.device):
     if model.config.reward_head:
         return model, tokenizer
     scorer = GPT(dataclasses.replace(model.config, reward_head=True)).to(device)
-    missing, unexpected = scorer.load_state_dict(model.state_dict(), strict=False)
+    trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}  # scores need no LM head
+    missing, unexpected = scorer.load_state_dict(trunk, strict=False)
     assert missing == ["reward_head.weight"] and not unexpected, (missing, unexpected)
     return scorer, tokenizer
 
