@@ -105,13 +105,16 @@ def test_reward_loss_equals_trl_reward_trainer(setup, tmp_path):
     from lanternlm.interop.hf import to_hf
 
     tokenizer, rows, config = setup
+    language_model = GPT(config)  # the trunk, exported as a causal LM below
     model = GPT(dataclasses.replace(config, reward_head=True)).eval()
+    trunk = {k: v for k, v in language_model.state_dict().items() if not k.startswith("lm_head.")}
+    assert model.load_state_dict(trunk, strict=False).missing_keys == ["reward_head.weight"]
     x, last, _ = collate_scored(rows, tokenizer.pad_id)
     with torch.no_grad():
         scores = model.rewards(x, last)
     ours = bradley_terry_loss(*scores.chunk(2), center_coef=0.01).mean()
 
-    causal = to_hf(model)  # the trunk; the reward head goes into the classifier's `score`
+    causal = to_hf(language_model)  # the trunk; the reward head goes into the classifier's `score`
     hf_config = LlamaConfig(**{**causal.config.to_dict(), "num_labels": 1, "pad_token_id": tokenizer.pad_id})
     classifier = LlamaForSequenceClassification(hf_config)
     state = {k.removeprefix("model."): v for k, v in causal.state_dict().items() if k.startswith("model.")}
