@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for the runs")
     parser.add_argument("--label", default="goal", help="scale name: section preference_<label> of RESULTS.md")
     parser.add_argument("--tasks", default="letters,arithmetic,reverse")
+    parser.add_argument("--eval-tasks", default="letters,arithmetic,reverse,glue", help="tasks of the accuracy table")
     parser.add_argument("--questions", type=int, default=400, help="training questions per task for the pairs")
     parser.add_argument("--samples", type=int, default=8, help="answers per question")
     parser.add_argument("--dpo-minutes", type=float, default=10.0)
@@ -156,9 +157,10 @@ def main() -> None:
 
     # 3: accuracy before and after
     t1 = time.perf_counter()
-    before = evaluate_tasks(chat.engine(), chat.tokenizer, tasks, REASONING_LEVELS, args.n, keep_examples=args.n)
+    eval_tasks = args.eval_tasks.split(",")
+    before = evaluate_tasks(chat.engine(), chat.tokenizer, eval_tasks, REASONING_LEVELS, args.n, keep_examples=args.n)
     after_run = Run(dpo_run)
-    after = evaluate_tasks(after_run.engine(), after_run.tokenizer, tasks, REASONING_LEVELS, args.n,
+    after = evaluate_tasks(after_run.engine(), after_run.tokenizer, eval_tasks, REASONING_LEVELS, args.n,
                            keep_examples=args.n)
     table, cells = accuracy_table(before, after)
     eval_minutes = (time.perf_counter() - t1) / 60
@@ -176,7 +178,7 @@ def main() -> None:
             f"- DPO: sigmoid, β {args.beta}, lr {args.lr}, RPO α {args.rpo_alpha}, batch {config.batch_size} pairs, "
             f"{summary['steps']} steps ({summary['stopped']}); **{dpo_minutes:.1f} min** including the pairs "
             f"(goal ≤ 15 min at the goal scale)",
-            f"- held-out pair accuracy: 0.50 at the start → " + ", ".join(
+            "- held-out pair accuracy: 0.50 at the start → " + ", ".join(
                 f"{line['val_accuracy']:.2f}" for line in evals) + f" (step {', '.join(str(line['step']) for line in evals)})"
             + f"; final **{evals[-1]['val_accuracy']:.2f}** (goal ≥ 0.80 at the goal scale, ≥ 0.70 at quickstart's)",
             f"- held-out chosen log-probability vs its start (val_rewards_chosen / β): lowest "
