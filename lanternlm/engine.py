@@ -12,7 +12,7 @@ server can add a request at any time::
       1. decode   last step's tokens (n, 1) ──model──► logits (n, V)     rows 0 .. n-1
       2. admit    new prompts, right-padded ──model──► logits (k, V)     rows n .. n+k-1
                   (n samples of a prompt: one prefill, its row copied n-1 times)
-      3. choose   each row: penalty → temperature → top-k → top-p → min-p by its own
+      3. choose   each row: penalties → temperature → top-k → top-p → min-p by its own
                   settings, then its own random number picks the token
       4. report   one TokenEvent per row; finished rows leave the batch
 
@@ -433,6 +433,7 @@ class _RowState:
     count: torch.Tensor  # (R,) tokens chosen so far: the column of `uniforms` to use next
     uniforms: torch.Tensor  # (R, max_len) the sequence's random numbers, one per token
     present: torch.Tensor  # (R, V) bool: ids in prompt + completion (kept for repetition penalties)
+    generated: torch.Tensor  # (R, V) how often each id was generated (kept for presence/frequency penalties)
     thinking: torch.Tensor  # (R, 3) think id, end_think id, budget; (-1, -1, 0) without a budget
     in_think: torch.Tensor  # (R,) bool: inside a thinking segment
     thought: torch.Tensor  # (R,) thinking tokens generated in the open segment
@@ -442,8 +443,8 @@ class _RowState:
         def zeros(*shape, dtype=torch.long):
             return torch.zeros(shape, dtype=dtype, device=device)
         return _RowState(zeros(rows), zeros(rows), zeros(rows, max_len, dtype=torch.float32),
-                         zeros(rows, vocab, dtype=torch.bool), zeros(rows, 3), zeros(rows, dtype=torch.bool),
-                         zeros(rows))
+                         zeros(rows, vocab, dtype=torch.bool), zeros(rows, vocab, dtype=torch.int32),
+                         zeros(rows, 3), zeros(rows, dtype=torch.bool), zeros(rows))
 
     def move(self, src: list[int], dst: list[int]) -> None:
         """Row ``dst[i]`` takes row ``src[i]``'s state."""
@@ -462,6 +463,7 @@ class _Plan:
     greedy: bool  # every row greedy: argmax, no random numbers
     unfiltered: bool  # greedy without penalty or details: the filters are not needed at all
     penalty: bool  # a row has a repetition penalty: keep `present` up to date
+    counting: bool  # a row has a presence/frequency penalty: keep `generated` up to date
     thinking: bool  # a row has a thinking budget
     details: bool  # a row reports log-probabilities
     top: int  # the most alternatives a row reports
@@ -651,6 +653,8 @@ class Scheduler:
         source = torch.tensor(source, device=device)
         if any(w.request.sampling.repetition_penalty != 1.0 for w in batch):
             state.present[rows] = token_presence(padded, vocab)[source]
+        if any(w.request.sampling.counts_tokens for w in batch):
+            state.generated[rows] = 0
         self._replan()
         return logits if len(order) == k else logits[source]
 
@@ -689,18 +693,20 @@ class Scheduler:
             state.in_think[:n] = (in_think | opened) & ~closed
         if plan.penalty:
             state.present[:n].scatter_(1, tokens[:, None], True)
+        if plan.counting:
+            state.generated[:n].scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.int32))
         state.tokens[:n] = tokens
         state.count[:n] += 1
         return self._report(tokens, forced, logits, filtered)
 
     def _filter(self, logits: torch.Tensor) -> torch.Tensor:
         """Each row's logits filtered by its own settings: one call per group of equal ones."""
-        present = self._state.present[:len(self._rows)]
+        present, generated = self._state.present[:len(self._rows)], self._state.generated[:len(self._rows)]
         if len(self._plan.groups) == 1:
-            return process_logits(logits, self._plan.groups[0][0], present)
+            return process_logits(logits, self._plan.groups[0][0], present, generated)
         filtered = torch.empty_like(logits)
         for params, rows in self._plan.groups:
-            filtered[rows] = process_logits(logits[rows], params, present[rows])
+            filtered[rows] = process_logits(logits[rows], params, present[rows], generated[rows])
         return filtered
 
     def _report(self, tokens: torch.Tensor, forced: torch.Tensor | None, logits: torch.Tensor,
@@ -764,11 +770,13 @@ class Scheduler:
         device = self.engine.device
         greedy_rows = all(p.greedy for p in groups)
         penalty = any(p.repetition_penalty != 1.0 for p in groups)
+        counting = any(p.counts_tokens for p in groups)
         details = any(seq.details for seq in self._rows)
         self._plan = _Plan(
             groups=[(p, torch.tensor(rows, device=device) if len(groups) > 1 else None)
                     for p, rows in groups.items()],
-            greedy=greedy_rows, unfiltered=greedy_rows and not penalty and not details, penalty=penalty,
+            greedy=greedy_rows, unfiltered=greedy_rows and not penalty and not counting and not details,
+            penalty=penalty, counting=counting,
             thinking=any(seq.thinking for seq in self._rows), details=details,
             top=max((seq.top for seq in self._rows), default=0))
 

@@ -7,6 +7,10 @@ they are applied in this fixed order by :func:`process_logits`:
 1. **repetition penalty** (CTRL, Keskar et al. 2019): for tokens already present in the
    text, a positive logit is divided by the penalty and a negative one multiplied by it,
    so a penalty > 1 always makes a repeat less likely.
+   **presence and frequency penalties** (OpenAI's): for each token already *generated*
+   (the completion, not the prompt) ``c`` times, the logit drops by
+   ``frequency_penalty * c + presence_penalty * (c > 0)``; negative values encourage
+   repeats. Both are in [-2, 2], 0 is off.
 2. **temperature**: logits are divided by it. Below 1 sharpens, above 1 flattens.
    Temperature 0 means *greedy*: always the most likely token (the other filters are
    then irrelevant and skipped).
@@ -52,6 +56,8 @@ class SamplingParams:
     top_p: float = option(1.0, "nucleus: keep the smallest set of tokens with total probability >= p (1 = off)")
     min_p: float = option(0.0, "drop tokens less likely than min_p x the top token's probability (0 = off)")
     repetition_penalty: float = option(1.0, "CTRL penalty for tokens already in the text (1 = off, > 1 = fewer repeats)")
+    presence_penalty: float = option(0.0, "subtract this from the logit of every token already generated (-2..2, 0 = off)")
+    frequency_penalty: float = option(0.0, "subtract this x the times a token was generated from its logit (-2..2, 0 = off)")
     seed: Optional[int] = option(None, "random seed: the same seed gives the same text (None = fresh randomness)")
 
     def __post_init__(self) -> None:
@@ -70,12 +76,21 @@ class SamplingParams:
         if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
                 and self.repetition_penalty > 0):
             raise bad("repetition_penalty", self.repetition_penalty, "must be a finite number > 0 (1 = off)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and -2 <= value <= 2):
+                raise bad(name, value, "must be a number in [-2, 2] (0 = off)")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise bad("seed", self.seed, "must be an integer or None")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether the presence or frequency penalty is on (they need the completion's counts)."""
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
 
     def replace(self, **changes) -> "SamplingParams":
         """A copy with some fields changed (validated again)."""
@@ -127,6 +142,27 @@ def repetition_penalty(logits: torch.Tensor, present: torch.Tensor, penalty: flo
         return logits
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(present, penalised, logits)
+
+
+def presence_frequency_penalty(logits: torch.Tensor, counts: torch.Tensor, presence: float,
+                               frequency: float) -> torch.Tensor:
+    """OpenAI's penalties: ``logit - frequency * count - presence * (count > 0)``, where
+    ``counts`` ``(B, V)`` holds how many times each token was generated so far.
+
+    Token 0 was generated twice, token 1 once, token 2 never; presence 0.5, frequency 1:
+
+    >>> presence_frequency_penalty(torch.tensor([[3.0, 3.0, 3.0]]), torch.tensor([[2, 1, 0]]), 0.5, 1.0)
+    tensor([[0.5000, 1.5000, 3.0000]])
+
+    Negative values make repeats more likely:
+
+    >>> presence_frequency_penalty(torch.tensor([[0.0, 0.0]]), torch.tensor([[1, 0]]), -1.0, 0.0)
+    tensor([[1., 0.]])
+    """
+    if presence == 0 and frequency == 0:
+        return logits
+    counts = counts.to(logits.dtype)
+    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -221,12 +257,14 @@ def greedy_mask(logits: torch.Tensor) -> torch.Tensor:
 
 
 def process_logits(logits: torch.Tensor, params: SamplingParams,
-                   present: torch.Tensor | None = None) -> torch.Tensor:
+                   present: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> torch.Tensor:
     """Apply every filter of ``params`` in the documented order; returns the filtered logits.
 
     ``softmax`` of the result is the distribution the next token is drawn from (for
     temperature 0 it is a point mass on the greedy token). ``present`` is the ``(B, V)``
-    mask of tokens already in each row, needed only for the repetition penalty.
+    mask of tokens already in each row, needed only for the repetition penalty; ``counts``
+    the ``(B, V)`` counts of tokens generated so far, needed only for the presence and
+    frequency penalties.
 
     >>> process_logits(torch.tensor([[4.0, 2.0, 0.0]]), SamplingParams(temperature=2.0, top_k=2))
     tensor([[2., 1., -inf]])
@@ -235,6 +273,10 @@ def process_logits(logits: torch.Tensor, params: SamplingParams,
         if present is None:
             raise LanternError("sampling: repetition_penalty needs the mask of tokens already present")
         logits = repetition_penalty(logits, present, params.repetition_penalty)
+    if params.counts_tokens:
+        if counts is None:
+            raise LanternError("sampling: presence/frequency penalties need the counts of tokens generated")
+        logits = presence_frequency_penalty(logits, counts, params.presence_penalty, params.frequency_penalty)
     if params.greedy:
         return greedy_mask(logits)
     logits = apply_temperature(logits, params.temperature)
@@ -267,12 +309,12 @@ def sample_from_uniform(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def sample_next_token(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | None = None,
-                      present: torch.Tensor | None = None) -> torch.Tensor:
+                      present: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> torch.Tensor:
     """Filter ``logits`` ``(B, V)`` by ``params`` and pick one token per row: ``(B,)``.
 
     The reference for one step of the engine: greedy (temperature 0) takes the argmax and
     needs no randomness; otherwise row b draws with its uniform ``u[b]`` in [0, 1)
-    (:func:`sample_from_uniform`). ``present`` as in :func:`process_logits`.
+    (:func:`sample_from_uniform`). ``present`` and ``counts`` as in :func:`process_logits`.
 
     >>> sample_next_token(torch.tensor([[0.0, 3.0, 1.0]]), SamplingParams(temperature=0))
     tensor([1])
@@ -280,10 +322,10 @@ def sample_next_token(logits: torch.Tensor, params: SamplingParams, u: torch.Ten
     tensor([1])
     """
     if params.greedy:
-        if params.repetition_penalty != 1.0:
-            logits = process_logits(logits, params, present)
+        if params.repetition_penalty != 1.0 or params.counts_tokens:
+            logits = process_logits(logits, params, present, counts)
         return greedy(logits)
     if u is None:
         raise LanternError("sampling: sample_next_token needs one uniform number per row (u) "
                            "when temperature > 0")
-    return sample_from_uniform(process_logits(logits, params, present), u)
+    return sample_from_uniform(process_logits(logits, params, present, counts), u)

@@ -97,6 +97,25 @@ def test_sampling_equals_reference_loop_with_every_filter():
     assert got[0].tokens != got[1].tokens
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_presence_and_frequency_penalties_equal_reference_loop(temperature):
+    """The penalties count the completion's tokens only (not the prompt's), per sample."""
+    model = make_model("gpt2")
+    params = SamplingParams(temperature=temperature, presence_penalty=1.5, frequency_penalty=0.7, seed=3)
+    prompt = [4, 8, 15, 16, 23, 42]
+    got = Engine(model).generate([prompt, prompt[:3]], max_tokens=12, sampling=params, n=2)
+    for i, p in enumerate([prompt, prompt[:3]]):
+        u = torch.rand(2, 12, generator=torch.Generator().manual_seed(3))
+        for s in range(2):
+            ids = list(p)
+            for t in range(12):
+                counts = torch.bincount(torch.tensor(ids[len(p):], dtype=torch.long), minlength=96)[None]
+                ids.append(int(sample_next_token(full_logits(model, ids)[None], params, u[s, t:t + 1], counts=counts)))
+            assert got[2 * i + s].tokens == ids[len(p):]
+    plain = Engine(model).generate([prompt], max_tokens=12, sampling=params.replace(presence_penalty=0, frequency_penalty=0))
+    assert plain[0].tokens != got[0].tokens
+
+
 def test_seed_makes_sampling_reproducible():
     engine = Engine(make_model("gpt2"))
     run = lambda seed: [c.tokens for c in engine.generate(

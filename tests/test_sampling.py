@@ -7,7 +7,7 @@ import torch
 
 from lanternlm.errors import LanternError
 from lanternlm.sampling import (PRESETS, SamplingParams, apply_temperature, greedy, min_p_filter,
-                                preset, process_logits, repetition_penalty, sample_from_uniform,
+                                preset, presence_frequency_penalty, process_logits, repetition_penalty, sample_from_uniform,
                                 sample_next_token, token_presence, top_k_filter, top_p_filter)
 
 NEG = float("-inf")
@@ -24,7 +24,8 @@ def kept(logits: torch.Tensor) -> list[int]:
     ("temperature", -0.1), ("temperature", float("nan")), ("temperature", float("inf")),
     ("top_k", -1), ("top_k", 1.5), ("top_p", 0.0), ("top_p", 1.01), ("top_p", -0.5),
     ("min_p", -0.01), ("min_p", 1.5), ("repetition_penalty", 0.0), ("repetition_penalty", -1.0),
-    ("seed", "abc"),
+    ("presence_penalty", 2.5), ("presence_penalty", -2.01), ("frequency_penalty", float("nan")),
+    ("frequency_penalty", True), ("seed", "abc"),
 ])
 def test_invalid_params_raise_naming_the_field(field, value):
     with pytest.raises(LanternError, match=field):
@@ -111,6 +112,18 @@ def test_min_p_relative_to_top_token():
     assert kept(min_p_filter(probs.log(), 0.7)) == [0]
     assert kept(min_p_filter(probs.log(), 1.0)) == [0]
     assert torch.equal(min_p_filter(probs.log(), 0.0), probs.log())
+
+
+def test_presence_and_frequency_penalties_worked_example():
+    logits = torch.tensor([[2.0, 2.0, 2.0, -1.0]])
+    counts = torch.tensor([[3, 1, 0, 2]])  # generated 3 times, once, never, twice
+    out = presence_frequency_penalty(logits, counts, presence=0.5, frequency=0.25)
+    assert out.tolist() == [[2.0 - 0.75 - 0.5, 2.0 - 0.25 - 0.5, 2.0, -1.0 - 0.5 - 0.5]]
+    assert presence_frequency_penalty(logits, counts, 0.0, 0.0) is logits
+    params = SamplingParams(temperature=0, presence_penalty=2.0)
+    assert sample_next_token(torch.tensor([[3.0, 2.0]]), params, counts=torch.tensor([[1, 0]])).tolist() == [1]
+    with pytest.raises(LanternError, match="counts"):
+        process_logits(logits, params)
 
 
 def test_repetition_penalty_signs():
