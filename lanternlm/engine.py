@@ -300,6 +300,36 @@ class Engine:
         return Generation(self, [Request(p, max_tokens, sampling, stop_tokens, thinking, n,
                                          top_alternatives, True, truncate) for p in prompts])
 
+    def score(self, prompt: Sequence[int], top: int = 0) -> list[tuple[float, list[tuple[int, float]]]]:
+        """The prompt's own log-probabilities under the raw distribution: for each token
+        after the first, ``(log p(token | the tokens before it), [(id, logprob), ...] of the
+        top most likely tokens there)`` — what an evaluation harness reads to score text.
+
+        >>> from lanternlm.model import GPTConfig
+        >>> engine = Engine(GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=8)))
+        >>> scored = engine.score([1, 2, 3], top=2)
+        >>> len(scored), len(scored[0][1]), scored[0][0] <= 0
+        (2, 2, True)
+        """
+        ids = [int(t) for t in prompt]
+        if not 0 < len(ids) <= self.config.block_size:
+            raise LanternError(f"score: the prompt has {len(ids)} tokens; give 1..{self.config.block_size} "
+                               f"(the context window)")
+        bad = [t for t in ids if not 0 <= t < self.vocab_limit]
+        if bad:
+            raise LanternError(f"score: token ids {bad[:5]} are outside the vocabulary 0..{self.vocab_limit - 1}")
+        x = torch.tensor([ids], device=self.device)  # (1, T)
+        with self._forwards():
+            hidden, _ = self.model.hidden(x)  # (1, T, C)
+            logprobs = torch.log_softmax(self.logits(hidden[0, :-1]), dim=-1)  # (T-1, V)
+            chosen = logprobs.gather(1, x[0, 1:, None])[:, 0].tolist()  # (T-1,)
+            if top:
+                values, indices = logprobs.topk(min(top, self.vocab_limit), dim=-1)  # (T-1, top)
+                alternatives = _pairs(indices.tolist(), values.tolist())
+            else:
+                alternatives = [[] for _ in chosen]
+        return list(zip(chosen, alternatives))
+
     # ------------------------------------------------------------------ what a step runs
 
     @contextlib.contextmanager

@@ -98,29 +98,107 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
-class _RowText:
-    """Decoded text of one row, with stop strings cut out."""
+class TextStream:
+    """The final text of one row as its tokens arrive: UTF-8-safe, stop strings cut out.
 
-    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str]):
+    :meth:`push` takes each token with the engine's finish reason and returns the text that
+    became final, the finish reason (``"stop"`` also when a stop string appeared: the
+    caller then ends the row) and the stop string or stop token's text.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+    >>> text = TextStream(tok, ["\\n\\n"])
+    >>> [text.push(t) for t in b"Hi\\n"] + [text.push(10)]
+    [('H', None, None), ('i', None, None), ('', None, None), ('', 'stop', '\\n\\n')]
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str] = ()):
+        self.tokenizer = tokenizer
         self.decoder = tokenizer.stream_decoder()
         self.stops = list(stops)
         self.pending = ""  # decoded, not yet final
-        self.emitted: list[str] = []
         self.stop: str | None = None
 
-    def add(self, text: str, final: bool) -> str:
+    def push(self, token: int, finish_reason: str | None = None) -> tuple[str, str | None, str | None]:
+        if finish_reason == "stop":  # a stop token: not part of the text
+            return self.finish(), "stop", self.stop or self.tokenizer.decode([token])
+        text = self.decoder.push(token)
+        if finish_reason is not None:
+            text += self.decoder.flush()
+        piece = self._add(text, finish_reason is not None)
+        if self.stop is not None:
+            return piece, "stop", self.stop
+        return piece, finish_reason, None
+
+    def finish(self) -> str:
+        """The text still held back, now that the row has ended on another token."""
+        return self._add(self.decoder.flush(), final=True)
+
+    def _add(self, text: str, final: bool) -> str:
         """Take newly decoded text; return what is now final (all of it when ``final``)."""
         self.pending += text
         found = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
         if found:
             cut, self.stop = min(found)
             out, self.pending = self.pending[:cut], ""
-        else:
-            keep = 0 if final else held_back(self.pending, self.stops)
-            out = self.pending[:len(self.pending) - keep]
-            self.pending = self.pending[len(self.pending) - keep:]
-        self.emitted.append(out)
+            return out
+        keep = 0 if final else held_back(self.pending, self.stops)
+        out = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep:]
         return out
+
+
+@dataclasses.dataclass
+class ReplyPiece:
+    """What one token of a chat reply added: final text of the thinking and of the answer
+    (either may be ``""``), and, on the last piece, why it ended."""
+
+    reasoning: str
+    content: str
+    finish_reason: str | None = None
+    stop: str | None = None
+    thinking_token: bool = False  # the token belongs to the thinking (its markers included)
+
+
+class ReplyStream:
+    """A chat reply as it streams, split into thinking and answer by token id — the
+    streaming form of :func:`lanternlm.chat.split_reply`.
+
+    Tokens after ``<|think|>`` and up to ``<|/think|>`` are thinking, the rest answer; the
+    markers themselves are text of neither. Each part decodes on its own (no character
+    is split across them); stop strings apply to the answer. ``inside`` says whether the
+    prompt ends inside an open thinking segment.
+
+    >>> tok = Tokenizer([], special_tokens=["<|endoftext|>", "<|think|>", "<|/think|>"])
+    >>> reply = ReplyStream(tok)
+    >>> [(p.reasoning, p.content) for p in map(reply.push, [257, 104, 258, 111])]
+    [('', ''), ('h', ''), ('', ''), ('', 'o')]
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str] = (), inside: bool = False):
+        specials = tokenizer.special_tokens
+        self.think, self.end_think = specials.get(THINK), specials.get(END_THINK)
+        self.thinking = tokenizer.stream_decoder()
+        self.answer = TextStream(tokenizer, stops)
+        self.inside = inside
+
+    def push(self, token: int, finish_reason: str | None = None) -> ReplyPiece:
+        if finish_reason == "stop":  # a stop token ends the reply, inside the thinking or not
+            reasoning = self.thinking.flush() if self.inside else ""
+            return ReplyPiece(reasoning, *self.answer.push(token, finish_reason))
+        if token == self.think and not self.inside:
+            self.inside, reasoning = True, ""
+        elif token == self.end_think and self.inside:
+            self.inside, reasoning = False, self.thinking.flush()
+        elif token in (self.think, self.end_think):  # a stray marker in the answer: text of neither part
+            return ReplyPiece("", self.answer.finish() if finish_reason else "", finish_reason)
+        elif self.inside:
+            reasoning = self.thinking.push(token)
+        else:
+            return ReplyPiece("", *self.answer.push(token, finish_reason))
+        if finish_reason is None:
+            return ReplyPiece(reasoning, "", thinking_token=True)
+        return ReplyPiece(reasoning + self.thinking.flush(), self.answer.finish(), finish_reason,
+                          thinking_token=True)
 
 
 def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], *,
@@ -140,24 +218,12 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence
     generation = engine.stream(prompts, max_tokens=max_tokens, sampling=sampling,
                                stop_tokens=stop_tokens, top_alternatives=top_alternatives,
                                truncate=truncate, thinking=thinking, n=n)
-    rows = [_RowText(tokenizer, stop) for _ in generation.prompts]
+    rows = [TextStream(tokenizer, stop) for _ in generation.prompts]
     for event in generation:
-        row = rows[event.row]
-        if event.finish_reason == "stop":  # a stop token: not part of the text
-            piece = row.add(row.decoder.flush(), final=True)
-            yield TextPiece(event.row, piece, event, "stop",
-                            row.stop or tokenizer.decode([event.token]))
-            continue
-        text = row.decoder.push(event.token)
-        final = event.finish_reason is not None
-        if final:
-            text += row.decoder.flush()
-        piece = row.add(text, final)
-        if row.stop is not None:
+        text, reason, found = rows[event.row].push(event.token, event.finish_reason)
+        if reason == "stop" and event.finish_reason != "stop":  # a stop string: end the row
             generation.stop(event.row)
-            yield TextPiece(event.row, piece, event, "stop", row.stop)
-        else:
-            yield TextPiece(event.row, piece, event, event.finish_reason)
+        yield TextPiece(event.row, text, event, reason, found)
 
 
 def complete(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], *,
