@@ -360,6 +360,29 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 @command
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .serve import ServeConfig
+
+    p = sub.add_parser("serve", help="serve runs over an OpenAI-compatible HTTP API",
+                       description="Serve each RUN (chat runs: /v1/chat/completions; every run: "
+                                   "/v1/completions) on http://HOST:PORT/v1, the model name being the "
+                                   "run directory's name. Needs the serve extra: pip install 'lanternlm[serve]'.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories to serve")
+    add_arguments(p, ServeConfig)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .config import from_arguments
+    from .serve import ServeConfig
+    from .serve.app import serve
+
+    config, _ = from_arguments(ServeConfig, args)
+    serve(args.runs, config)
+
+
+@command
 def _add_tasks(sub: argparse._SubParsersAction) -> None:
     from .chat import REASONING_LEVELS
     from .tasks import TASKS

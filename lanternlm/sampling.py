@@ -168,13 +168,24 @@ def presence_frequency_penalty(logits: torch.Tensor, counts: torch.Tensor, prese
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by the temperature (> 0; temperature 0 is greedy and handled by :func:`greedy`).
 
+    Below 1 each row's maximum is subtracted first: the distribution is the same, and a
+    tiny temperature (1e-300, below the smallest float32, which divides as that) cannot
+    overflow the logits to infinity.
+
+    >>> apply_temperature(torch.tensor([[1.0, -2.0]]), 2.0)
+    tensor([[ 0.5000, -1.0000]])
     >>> apply_temperature(torch.tensor([[1.0, 2.0]]), 0.5)
-    tensor([[2., 4.]])
+    tensor([[-2.,  0.]])
+    >>> torch.softmax(apply_temperature(torch.tensor([[1.0, 2.0]]), 1e-300), dim=-1)
+    tensor([[0., 1.]])
     """
     if temperature <= 0:
         raise LanternError(f"sampling: apply_temperature needs temperature > 0, got {temperature} "
                            "(temperature 0 is greedy: use greedy())")
-    return logits if temperature == 1.0 else logits / temperature
+    if temperature >= 1.0:
+        return logits if temperature == 1.0 else logits / temperature
+    top = logits.amax(dim=-1, keepdim=True)
+    return (logits - torch.where(torch.isfinite(top), top, 0.0)) / max(temperature, torch.finfo(logits.dtype).tiny)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

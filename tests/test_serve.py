@@ -5,6 +5,7 @@ OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from lanternlm.chat import ChatTokens, render_for_generation
 from lanternlm.checkpoint import save_model
 from lanternlm.engine import Request
 from lanternlm.errors import LanternError
+from lanternlm.memory import num_params
 from lanternlm.run import Run
 from lanternlm.serve.app import ServeConfig, create_app, load_models
 from lanternlm.serve.worker import Busy, Worker
@@ -383,3 +385,37 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(runs):
         for m in models:
             m.worker.close()
     assert not failures, "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- the glass box
+
+
+def test_glass_box_endpoints_equal_the_inspection_functions(served, runs):
+    from lanternlm.inspect.attention import attention_view
+    from lanternlm.inspect.embeddings import embedding_view
+    from lanternlm.inspect.next_token import next_token_view
+    from lanternlm.sampling import SamplingParams
+
+    run = Run(runs["chat"])
+    model, tokenizer = run.model("cpu"), run.tokenizer
+    settings = [{"name": "cool", "temperature": 0.5}, {"name": "k2", "top_k": 2}]
+    got = httpx.post(served.url + "/v1/inspect/next_token",
+                     json={"model": "chat", "text": "the cat", "k": 4, "settings": settings}).json()
+    want = next_token_view(model, tokenizer, "the cat", 4, {"cool": SamplingParams(temperature=0.5),
+                                                              "k2": SamplingParams(top_k=2)})
+    assert [tuple(c) for c in got["candidates"]] == want.candidates
+    assert got["raw"]["probs"] == pytest.approx(want.raw.probs)
+    assert [s["kept"] for s in got["settings"]] == [want.settings[0].kept, 2]
+    att = httpx.post(served.url + "/v1/inspect/attention",
+                     json={"model": "chat", "text": "the cat sat", "layer": 0, "head": 1, "query": "at"}).json()
+    view = attention_view(model, tokenizer, "the cat sat", 0, 1, "at")
+    assert att["labels"] == view.labels and sum(att["matrix"], []) == pytest.approx(sum(view.matrix, [])) and att["query"] == view.query
+    bad = httpx.post(served.url + "/v1/inspect/attention", json={"model": "chat", "text": "x", "layer": 5})
+    assert bad.status_code == 400 and "layer" in bad.json()["error"]["message"]
+    emb = httpx.post(served.url + "/v1/inspect/embeddings", json={"model": "chat", "words": ["the", "cat"], "k": 3}).json()
+    want = embedding_view(model, tokenizer, ["the", "cat"], 3, 3)
+    assert emb["words"] == [dataclasses.asdict(w) for w in want.words] and emb["missing"] == want.missing
+    card = httpx.get(served.url + "/v1/inspect/model/chat").json()
+    assert card["parameters"] == num_params(model.config) and card["layers"] == model.config.n_layer
+    assert card["context"] == model.config.block_size and card["memory"]["fp32"]["weights"] > card["memory"]["int8"]["weights"]
+

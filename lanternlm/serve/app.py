@@ -6,7 +6,9 @@ the events that come back into OpenAI's objects (:mod:`lanternlm.serve.completio
 Concurrent requests therefore decode together, one step for all of them.
 
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions`` (chat runs),
-``POST /v1/completions`` (every run: plain text), ``POST /tokenize``, ``POST /detokenize``.
+``POST /v1/completions`` (every run: plain text), ``POST /tokenize``, ``POST /detokenize``,
+and the glass box (:mod:`lanternlm.serve.glass`): ``POST /v1/inspect/next_token``,
+``/v1/inspect/attention``, ``/v1/inspect/embeddings``, ``GET /v1/inspect/model/{name}``.
 A chat completion on a base run is a 400 that points to ``/v1/completions``: a base model
 never learned the chat markers, so a chat reply from it would be noise.
 
@@ -18,18 +20,16 @@ for ``Authorization: Bearer KEY`` (401); a full queue answers 429; a body over
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-from ..config import option
 from ..errors import LanternError
 from ..generate import encode_prompt
 from ..log import logger
-from . import schema
+from . import ServeConfig, glass, schema
 from .completions import (ApiError, Choice, Job, Served, chat_prompt, check_stream_options, engine_request,
                           logprob_of, new_id, sse, stop_strings, token_logprob, usage)
 from .worker import Busy, Worker
@@ -41,20 +41,6 @@ try:
     from starlette.exceptions import HTTPException
 except ImportError as err:  # pragma: no cover - the serve extra is missing
     raise LanternError(f"lantern serve needs FastAPI and uvicorn: pip install 'lanternlm[serve]' ({err})") from err
-
-
-@dataclasses.dataclass
-class ServeConfig:
-    """Settings of ``lantern serve``."""
-
-    host: str = option("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
-    port: int = option(8000, "TCP port")
-    api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every endpoint but /health")
-    max_batch: int = option(16, "sequences decoded together per model (rows of the engine's batch)")
-    max_queue: int = option(64, "requests that may wait for rows; beyond, 429")
-    max_body_bytes: int = option(1_000_000, "largest request body accepted; beyond, 413")
-    device: str | None = option(None, "cpu, cuda, cuda:N or auto")
-    dtype: str | None = option(None, "weights: fp32, bf16, fp16 or int8 (CPU)")
 
 
 ERROR_RESPONSES = {status: {"model": schema.ErrorResponse, "description": text} for status, text in (
@@ -119,6 +105,8 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
             raise ApiError(404, f"the model {name!r} does not exist; this server has {sorted(by_name)}",
                            param="model", code="model_not_found")
         return by_name[name]
+
+    glass.add_routes(app, model)
 
     @app.get("/health", response_model=schema.Health)
     async def health() -> schema.Health:

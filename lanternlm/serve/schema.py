@@ -264,3 +264,109 @@ class DetokenizeRequest(_Request):
 class DetokenizeResponse(_Response):
     prompt: str
 
+
+# --------------------------------------------------------------------------- the glass box
+
+
+class FilterSetting(_Request):
+    """One sampling setting whose effect on the next-token distribution is shown."""
+
+    name: str = Field(..., max_length=100)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    min_p: float = Field(0.0, ge=0, le=1)
+
+
+class InspectText(_Request):
+    model: str
+    text: str = Field(..., min_length=1, description="the text; the document separator goes first with bos")
+    bos: bool = True
+
+
+class NextTokenRequest(InspectText):
+    k: int = Field(10, ge=1, le=100, description="candidates shown")
+    settings: Optional[list[FilterSetting]] = Field(
+        None, max_length=16, description="default: three temperatures, top-k 5 and top-p 0.9")
+
+
+class DistributionOut(_Response):
+    name: str
+    params: dict[str, Union[float, int, None]]
+    probs: list[float]
+    kept: int
+    entropy: float
+
+
+class NextTokenOut(_Response):
+    text: str
+    ids: list[int]
+    candidates: list[tuple[int, str]]
+    raw: DistributionOut
+    settings: list[DistributionOut]
+
+
+class AttentionRequest(InspectText):
+    layer: int = Field(0, ge=0)
+    head: int = Field(0, ge=0)
+    query: Optional[str] = Field(None, description="a token of the text whose row is summarised")
+
+
+class AttentionOut(_Response):
+    ids: list[int]
+    labels: list[str]
+    layer: int
+    head: int
+    matrix: list[list[float]] = Field(..., description="matrix[i][j]: how much position i attends to j")
+    query: Optional[int] = None
+    top: list[tuple[int, str, float]] = []
+    sliding_window: Optional[int] = None
+    rollout: Optional[list[list[float]]] = None
+
+
+class EmbeddingsRequest(_Request):
+    model: str
+    words: list[str] = Field(..., min_length=1, max_length=32)
+    k: int = Field(8, ge=1, le=50)
+    map_neighbours: int = Field(3, ge=0, le=20)
+
+
+class NeighbourOut(_Response):
+    token: int
+    label: str
+    similarity: float
+
+
+class WordEmbeddingOut(_Response):
+    word: str
+    token: int
+    label: str
+    neighbours: list[NeighbourOut]
+
+
+class MapPoint(_Response):
+    label: str
+    kind: Literal["word", "neighbour"]
+    x: float
+    y: float
+
+
+class EmbeddingsOut(_Response):
+    words: list[WordEmbeddingOut]
+    missing: dict[str, list[str]]
+    map: list[MapPoint]
+    explained: list[float]
+
+
+class ModelInfo(_Response):
+    name: str
+    stage: Optional[str]
+    parameters: int
+    layers: int
+    heads: int
+    kv_heads: int
+    width: int
+    context: int
+    vocab: int
+    memory: dict[str, dict[str, int]] = Field(
+        ..., description="estimated bytes per dtype: weights, kv_cache (full context), activations, runtime")
