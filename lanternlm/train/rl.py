@@ -87,8 +87,10 @@ from .distributed import DistInfo
 from .finetune import FinetuneConfig
 from .loop import RESUMABLE, Stage, autocast, resolve, train
 
-#: When more than this share of a rollout's groups carry no signal, the log says so.
+#: When more than this share of a rollout's groups carry no signal, the log says so (again
+#: every WARN_EVERY rollouts while it lasts).
 MOST = 0.5
+WARN_EVERY = 20
 #: Seeds of the held-out questions' answers start here (training questions count from 0).
 EVAL_SEED = 10**9
 
@@ -228,11 +230,12 @@ class RLBatch:
     ref: torch.Tensor | None = None
 
     def to(self, device) -> "RLBatch":
-        return RLBatch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                          for k, v in dataclasses.asdict(self).items()})
+        return RLBatch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.state().items()})
 
     def state(self) -> dict[str, Any]:
-        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in dataclasses.asdict(self).items()}
+        """Its fields, tensors on the CPU (what a checkpoint keeps of a batch being reused)."""
+        return {f.name: (lambda v: v.cpu() if isinstance(v, torch.Tensor) else v)(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
 
 
 def collate_samples(samples: Sequence[Sample], pad_id: int, aggregation: str = "token") -> RLBatch:
@@ -397,6 +400,7 @@ class Rollouts:
         self.stop_reason: str | None = None
         self._shares: list = []  # with updates_per_batch > 1: every process's batches of this rollout
         self._order: tuple[int, list[int]] | None = None
+        self._warned: int | None = None  # the rollout that last warned of no signal
 
     # ---------------------------------------------------------------- the stream
 
@@ -514,8 +518,9 @@ class Rollouts:
         warning = signal_warning(judged)
         share = self.stats["no_signal_fraction"]
         self.streak = self.streak + 1 if share > self.config.no_signal_stop else 0
-        if warning and (self.rollouts == 0 or self.streak in (1, self.config.no_signal_patience)):
+        if warning and (self._warned is None or self.rollouts - self._warned >= WARN_EVERY):
             logger.warning(f"rl rollout {self.rollouts + 1}: {warning}")
+            self._warned = self.rollouts
         if self.streak >= self.config.no_signal_patience:
             logger.warning(f"rl: stopping: more than {self.config.no_signal_stop:.0%} of the groups carried no "
                            f"signal for {self.streak} rollouts in a row; choose tasks or levels inside the "
@@ -608,9 +613,7 @@ def build(config: RLConfig, sources: dict[str, str], base, info: DistInfo) -> St
                 f"{','.join(config.levels)}), {config.group_size} answers each, judged by "
                 f"{'the reward model ' + config.reward_model if judge else 'the verifiers'}; "
                 f"{len(held_out)} held-out questions x {config.eval_samples} answers")
-    model.eval()
-    base_eval = held_out_scores(policy, held_out, config, info)
-    model.train()
+    base_eval = held_out_scores(policy, held_out, config, info)  # before any step: the base model's
     rollouts.best_accuracy = base_eval["val_pass1"]
     logger.info(f"rl: the base model on the held-out questions: pass@1 {base_eval['val_pass1']:.1%}, "
                 f"pass@{config.eval_samples} {base_eval['val_passk']:.1%}, reward {base_eval['val_reward']:.3f}")
