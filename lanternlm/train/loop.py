@@ -15,7 +15,7 @@ RL) runs on it, and supplies only what makes it that stage::
       tally(b)   counters of b for the log       ──►   every log_every steps a metrics.jsonl line
       evaluate(m) validation metrics             ──►   every eval_every steps (and last): plateau rule
       [metrics() its own log values]             ──►     added to every metrics.jsonl line
-      [stop() a reason to end now]               ──►   after each step: ends the run there (checkpointed)
+      [stop() a reason to end now]               ──►   after each step (and its evaluation): the last step
                                                        every checkpoint_every steps (and last): checkpoint
                                                  ◄──   the summary; loss.png
 
@@ -472,6 +472,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
             if over:
                 last, stop_reason = True, "time"
             bar.total = max(step + 1, round(total_steps))
+        if stage.stop is not None and not last and (reason := stage.stop()):  # decided before evaluating
+            last, stop_reason = True, reason
         evaluated = step % config.eval_every == 0 or last
         checkpointed = step % config.checkpoint_every == 0 or last
         logged = step % config.log_every == 0 or evaluated or checkpointed
@@ -495,7 +497,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                 metrics.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", refresh=False,  # shown at the next redraw
                             **({"val": f"{scores['val_loss']:.3f}"} if evaluated and "val_loss" in scores else {}))
-        if stage.stop is not None and not last and (reason := stage.stop()):
+        if stage.stop is not None and not last and (reason := stage.stop()):  # decided by the evaluation
             last, checkpointed, stop_reason = True, True, reason
         if checkpointed:
             _save(run_dir, {"step": step, "elapsed_s": elapsed, "tokens": done["tokens"]}, stage, optimizers,
