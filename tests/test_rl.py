@@ -144,6 +144,26 @@ def test_padding_and_prompt_tokens_cannot_change_a_rows_loss_or_gradients(tokeni
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_the_objective_moves_a_policy_towards_the_rewarded_answer():
+    """A one-step policy over 3 answers, answer 0 rewarded: groups of 8 samples, GRPO steps
+    (each batch used twice, the second time through the clipped ratio) raise its probability."""
+    torch.manual_seed(0)
+    logits = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.SGD([logits], lr=0.5)
+    for _ in range(30):
+        with torch.no_grad():
+            answers = torch.multinomial(torch.softmax(logits, -1), 8 * 4, replacement=True).reshape(4, 8)  # (Q, G)
+            old = torch.log_softmax(logits, -1)[answers].reshape(-1, 1)
+        advantages = grpo.group_advantages((answers == 0).double()).reshape(-1)
+        for _ in range(2):
+            logp = torch.log_softmax(logits, -1)[answers].reshape(-1, 1)  # (Q G, 1): one token each
+            losses, _ = grpo.grpo_token_losses(logp, old, advantages)
+            optimizer.zero_grad()
+            losses.mean().backward()
+            optimizer.step()
+    assert torch.softmax(logits, -1)[0].item() > 0.9
+
+
 def test_pass_at_k():
     assert grpo.pass_at_k(4, 1, 1) == 0.25 and grpo.pass_at_k(4, 1, 4) == 1.0 and grpo.pass_at_k(4, 0, 2) == 0.0
     assert grpo.pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
