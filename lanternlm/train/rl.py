@@ -115,7 +115,7 @@ class RLConfig(FinetuneConfig):
     levels: list[str] = option(list(REASONING_LEVELS), "reasoning levels the questions are asked at, in turn")
     group_size: int = option(8, "G: answers sampled per question (one prefill); the group's mean is the baseline "
                                 "(GRPO used 64, DAPO 16: 8 keeps a CPU rollout affordable and still finds a right answer "
-                                "the model gives 1 time in 4 in 90% of the groups)")
+                                "the model gives 1 time in 4 in 9 groups out of 10)")
     temperature: float = option(1.0, "sampling temperature (the log-probabilities trained are taken at it; 1 = the model's own)")
     max_tokens: int = option(320, "longest answer; one cut there never reached <|end|>: wrong, and counted as cut")
     thinking_budget: Optional[int] = option(None, "most thinking tokens per answer, then <|/think|> is forced (forced tokens "
