@@ -164,6 +164,23 @@ def test_the_objective_moves_a_policy_towards_the_rewarded_answer():
     assert torch.softmax(logits, -1)[0].item() > 0.9
 
 
+def test_log_probs_at_a_temperature_and_the_entropy_match_the_full_logits():
+    from lanternlm.loss import token_entropy
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    x, y = torch.randint(0, 50, (2, 7)), torch.randint(0, 50, (2, 7))
+    logits = model(x).logits[..., :50]  # (2, 7, 50): the engine's vocabulary rule, 50 real ids
+    for temperature in (1.0, 0.7):
+        expected = torch.log_softmax(logits / temperature, -1).gather(-1, y[..., None])[..., 0]
+        got = model(x, y, reduction="none", vocab_limit=50, temperature=temperature).logprobs
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    hidden, _ = model.hidden(x)
+    logp = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(token_entropy(hidden, model.head_weight, vocab_limit=50, chunk_rows=3),
+                               -(logp.exp() * logp).sum(-1), atol=1e-5, rtol=0)
+
+
 def test_pass_at_k():
     assert grpo.pass_at_k(4, 1, 1) == 0.25 and grpo.pass_at_k(4, 1, 4) == 1.0 and grpo.pass_at_k(4, 0, 2) == 0.0
     assert grpo.pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
