@@ -242,6 +242,34 @@ def split_reply(ids: Sequence[int], tokens: ChatTokens) -> tuple[list[int], list
     return [t for t in thinking if t != tokens.think], answer
 
 
+def well_formed(reply: Sequence[int], tokens: ChatTokens, level: str, finished: bool) -> bool:
+    """Whether a generated assistant turn has the shape of the format: it ``finished`` at
+    ``<|end|>`` (``reply`` without it), holds no other chat marker, has a non-empty answer
+    and, at a thinking level (the prompt ends after ``<|assistant|>``), opens with one
+    non-empty thinking segment ``<|think|> ... <|/think|>``; at level ``none`` (the prompt
+    closed the segment) no thinking marker at all. RL's small format reward reads it.
+
+    >>> t = ChatTokens(bos=0, system=1, user=2, assistant=3, end=4, think=5, end_think=6)
+    >>> well_formed([5, 10, 6, 12], t, "high", True), well_formed([12], t, "none", True)
+    (True, True)
+    >>> well_formed([5, 10, 6, 12], t, "high", False), well_formed([5, 6, 12], t, "high", True)
+    (False, False)
+    >>> well_formed([10, 6, 12], t, "low", True), well_formed([5, 10, 6], t, "low", True)
+    (False, False)
+    >>> well_formed([5, 10, 6, 12], t, "none", True), well_formed([5, 10, 6, 5, 12], t, "low", True)
+    (False, False)
+    """
+    reply = list(reply)
+    if not finished or any(t in (tokens.bos, tokens.system, tokens.user, tokens.assistant, tokens.end)
+                           for t in reply):
+        return False
+    markers = [i for i, t in enumerate(reply) if t in (tokens.think, tokens.end_think)]
+    if level == "none":
+        return not markers and bool(reply)
+    return (len(markers) == 2 and reply[0] == tokens.think and reply[markers[1]] == tokens.end_think
+            and markers[1] > 1 and markers[1] < len(reply) - 1)
+
+
 # --------------------------------------------------------------------------- viewing
 
 

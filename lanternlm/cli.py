@@ -425,7 +425,7 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
                                description="Ask a chat run each question K times (sampled), grade the answers "
                                            "with the task's verifier and pair a right answer with a wrong one; "
                                            "write them as preference JSONL for lantern dpo / reward --pairs.")
-    pairs.add_argument("run", metavar="RUN", help="chat run directory (lantern sft, dpo, ...)")
+    pairs.add_argument("run", metavar="RUN", help="chat run directory (lantern sft, dpo, rl, ...)")
     pairs.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
     pairs.add_argument("--tasks", default="letters,arithmetic,reverse", help="comma-separated task names")
     pairs.add_argument("--n", type=int, default=200, help="questions per task (default: 200)")
@@ -546,6 +546,12 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
                                                "comma-separated (default: none)")
     v.add_argument("--levels", default="high", help="reasoning levels of those questions (default: high)")
     v.add_argument("-n", type=int, default=10, help="questions per task and level (default: 10)")
+    v = view("rl", "RL runs: reward, held-out pass@1 / pass@k and answer lengths over steps; answers before and after",
+             _inspect_rl, text=False)
+    v.add_argument("--tasks", default="", help="tasks whose held-out answers to compare with the parent run's, "
+                                               "comma-separated (default: none)")
+    v.add_argument("--levels", default="high", help="reasoning levels of those questions (default: high)")
+    v.add_argument("-n", type=int, default=10, help="questions per task and level (default: 10)")
     v = view("memory", "weights + KV cache + activations by dtype, estimated and measured for one forward",
              _inspect_memory, text=False)
     v.add_argument("--context", type=int, help="tokens in the prefill (default: the context window)")
@@ -602,6 +608,13 @@ def _inspect_preference(args: argparse.Namespace) -> None:
 
     print(preference_command(args.run, [t for t in args.tasks.split(",") if t], args.levels.split(","), n=args.n,
                              out=args.out, device=args.device))
+
+
+def _inspect_rl(args: argparse.Namespace) -> None:
+    from .inspect.rl import rl_command
+
+    print(rl_command(args.run, [t for t in args.tasks.split(",") if t], args.levels.split(","), n=args.n,
+                     out=args.out, device=args.device))
 
 
 def _inspect_thinking(args: argparse.Namespace) -> None:
@@ -737,6 +750,26 @@ def _reward(args: argparse.Namespace) -> None:
 
     _require_out(args)
     reward_from_args(args)
+
+
+@command
+def _add_rl(sub: argparse._SubParsersAction) -> None:
+    from .train.rl import RL_PRESETS, RLConfig
+
+    p = _stage_parser(sub, "rl", "reinforcement learning (GRPO) of a chat run on the tasks' verifiers or a reward model",
+                      "GRPO of the chat run --base into --out: G answers per task question sampled with the live "
+                      "weights, judged by the tasks' verifiers (--reward tasks[:letters,...]) or a reward model "
+                      "(--reward-model RM_RUN), group-relative advantages. Logs rewards, signal, lengths, entropy "
+                      "per step and held-out pass@1 / pass@k; stops when the groups carry no signal or held-out "
+                      "accuracy falls.", RL_PRESETS, RLConfig)
+    p.set_defaults(func=_rl)
+
+
+def _rl(args: argparse.Namespace) -> None:
+    from .train.rl import rl_from_args
+
+    _require_out(args)
+    rl_from_args(args)
 
 
 def _reward_score(args: argparse.Namespace) -> None:

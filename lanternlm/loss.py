@@ -96,6 +96,34 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
     return _chunked(x, weight, targets, keep, chunk_rows, scale=scale)[0]
 
 
+@torch.no_grad()
+def token_entropy(hidden: torch.Tensor, weight: torch.Tensor, *, vocab_limit: int | None = None,
+                  chunk_rows: int | None = None) -> torch.Tensor:
+    """The entropy (nats, fp32) of each position's next-token distribution ``softmax(hidden @
+    weight.T)``, ids at and past ``vocab_limit`` left out as in :func:`token_logprobs`;
+    shaped like ``hidden`` without its last axis. Chunked the same way, no gradient (a
+    statistic to log: RL watches the policy's entropy collapse).
+
+    >>> hidden = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    >>> weight = torch.tensor([[9.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # row 0: uniform over 3; row 1: peaked
+    >>> token_entropy(hidden, weight).round(decimals=4)  # ln 3, then almost 0
+    tensor([1.0986, 0.0025])
+    >>> token_entropy(hidden, weight, vocab_limit=2).round(decimals=4)  # ln 2
+    tensor([0.6931, 0.0012])
+    """
+    if vocab_limit is not None:
+        weight = weight[:vocab_limit]  # (limit, C)
+    x = hidden.reshape(-1, hidden.shape[-1])  # (N, C)
+    if chunk_rows is None:
+        chunk_rows = max(1, LOSS_CHUNK_BYTES // (4 * weight.shape[0]))
+    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    for start in range(0, x.shape[0], chunk_rows):
+        logits = (x[start:start + chunk_rows] @ weight.t()).float()  # (n, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        out[start:start + chunk_rows] = -(logp.exp() * logp).sum(-1)
+    return out.reshape(hidden.shape[:-1])
+
+
 def _chunked(x, weight, targets, keep, chunk_rows: int, scale=None, with_grad: bool = False):
     """One pass over the chunks of rows.
 

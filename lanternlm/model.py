@@ -714,13 +714,14 @@ class GPT(nn.Module):
         return self.norm_f(x), attentions
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                reduction: str = "mean", vocab_limit: int | None = None,
+                reduction: str = "mean", vocab_limit: int | None = None, temperature: float = 1.0,
                 cache: KVCache | None = None, return_attention: bool = False,
                 logits_at: torch.Tensor | None = None, reward_at: torch.Tensor | None = None) -> ModelOutput:
         """idx (B, T) token ids → logits (B, T, vocab_size); or, with targets (B, T), no
         logits but the targets' log-probabilities under ``reduction`` (``"mean"``: also the
         loss, the mean cross-entropy over targets != -1; ``"none"``: (B, T) per token), see
-        :func:`lanternlm.loss.token_logprobs`. ``cache`` and ``logits_at`` as in
+        :func:`lanternlm.loss.token_logprobs`; with ``temperature``, under ``softmax(logits /
+        temperature)``, what the engine samples from at that temperature. ``cache`` and ``logits_at`` as in
         :meth:`hidden` (its ``at``). With ``reward_at`` (B,), a reward model's scores at
         those positions instead (:meth:`rewards`)."""
         if reward_at is not None:
@@ -734,6 +735,8 @@ class GPT(nn.Module):
             if not isinstance(self.head_weight, torch.Tensor):
                 raise LanternError("scoring targets needs the float output head (an int8 copy is "
                                    "for the engine only)")
+            if temperature != 1.0:
+                x = x / temperature  # the head is linear: scaling its input scales the logits
             logprobs = token_logprobs(x, self.head_weight, targets, reduction=reduction,
                                       vocab_limit=vocab_limit)
             return ModelOutput(None, -logprobs if reduction == "mean" else None, logprobs, attentions)

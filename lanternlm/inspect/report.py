@@ -104,7 +104,16 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         loss.plot_loss_curves(curves, output_path(out, "loss_curves.png"))
         md += [_block(loss.render_loss(curves)), "![loss](loss_curves.png)\n"]
 
-    if loaded.stage in ("dpo", "reward", "rl"):
+    if loaded.stage == "rl" and (run_dir / "metrics.jsonl").is_file():
+        from . import rl
+
+        md.append("## Reinforcement learning\n")
+        view = rl.rl_view(run_dir)
+        rl.plot_rl(view, output_path(out, "rl.png"))
+        md += [_block(rl.render_rl(view)), "![rl](rl.png)\n",
+               f"Answers before and after: `lantern inspect rl {run_dir} --tasks letters`\n"]
+
+    if loaded.stage in ("dpo", "reward"):
         from . import preference
 
         md.append("## Preference tuning\n")

@@ -4,9 +4,9 @@ For each question of a task (its ``train`` or ``test`` split), at a reasoning le
 turn from ``levels``:
 
 1. the chat model answers it ``k`` times through the engine (one prefill per question,
-   ``k`` samples at ``temperature``, each question its own seed), in batches;
-2. the task's verifier grades each answer (:meth:`lanternlm.tasks.base.Task.grade`); an
-   answer that never reached ``<|end|>`` counts as wrong;
+   ``k`` samples at ``temperature``, each question its own seed), in batches, and the
+   task's verifier grades each answer; an answer that never reached ``<|end|>`` counts as
+   wrong (:func:`lanternlm.tasks.rollout.sample_groups`, which RL samples with too);
 3. when at least one answer is right and one wrong, one right answer (chosen) and one wrong
    answer (rejected) are drawn at random and make a :class:`lanternlm.data.preference.Pair`,
    their thinking and reply decoded exactly as the model wrote them.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from ..chat import REASONING_LEVELS, ChatTokens, render_for_generation, split_reply
+from ..chat import REASONING_LEVELS, ChatTokens, split_reply
 from ..data.preference import Pair
 from ..errors import LanternError
 from ..log import logger, progress
@@ -55,8 +55,7 @@ def on_policy_pairs(engine, tokenizer, tasks: Sequence[str], questions: int, *, 
     """Pairs from ``questions`` questions per task (module docstring); returns the pairs and
     one report row per task: ``task, questions, samples, right (share), all_right,
     all_wrong, pairs``."""
-    from ..engine import Generation, Request
-    from ..sampling import SamplingParams
+    from .rollout import Question, sample_groups
 
     if k < 2 or questions < 1 or batch_questions < 1:
         raise LanternError(f"pairs: k={k} (>= 2), questions={questions} (>= 1) and batch_questions="
@@ -73,35 +72,22 @@ def on_policy_pairs(engine, tokenizer, tasks: Sequence[str], questions: int, *, 
         rng = random.Random(f"pairs:{task.name}:{split}:{seed}")
         row = {"task": task.name, "questions": len(examples), "samples": 0, "right": 0, "all_right": 0,
                "all_wrong": 0, "pairs": 0}
-        for start in range(0, len(examples), batch_questions):
-            batch = [(i, examples[i], levels[i % len(levels)])
-                     for i in range(start, min(start + batch_questions, len(examples)))]
-            requests = [Request(render_for_generation(task.to_conversation(ex, level)[:-1], tokenizer, level),
-                                max_tokens, SamplingParams(temperature=temperature, seed=seed * 1_000_003 + i),
-                                stop_tokens=[chat.end], n=k, truncate="left")
-                        for i, ex, level in batch]
-            answers: list[list[int]] = [[] for _ in range(len(batch) * k)]
-            finished = [False] * len(answers)
-            for event in Generation(engine, requests):
-                if event.finish_reason == "stop":
-                    finished[event.row] = True
-                else:
-                    answers[event.row].append(event.token)
-            bar.update(len(answers))
-            for j, (_, example, level) in enumerate(batch):
-                graded = [(ids, done and task.grade(example, ids, tokenizer).correct)
-                          for ids, done in zip(answers[j * k:(j + 1) * k], finished[j * k:(j + 1) * k])]
-                right = [ids for ids, ok in graded if ok]
-                wrong = [ids for ids, ok in graded if not ok]
-                row["samples"] += k
-                row["right"] += len(right)
-                row["all_right"] += not wrong
-                row["all_wrong"] += not right
-                if right and wrong:
-                    conversation = task.to_conversation(example, level)
-                    pairs.append(Pair(conversation[:-1], _message(rng.choice(right), tokenizer, chat, level),
-                                      _message(rng.choice(wrong), tokenizer, chat, level), level))
-                    row["pairs"] += 1
+        asked = [Question(task, example, levels[i % len(levels)], seed * 1_000_003 + i)
+                 for i, example in enumerate(examples)]
+        for group in sample_groups(engine, tokenizer, asked, k, temperature=temperature, max_tokens=max_tokens,
+                                   batch_questions=batch_questions, bar=bar):
+            right = [a.tokens for a in group.answers if a.correct]
+            wrong = [a.tokens for a in group.answers if not a.correct]
+            row["samples"] += k
+            row["right"] += len(right)
+            row["all_right"] += not wrong
+            row["all_wrong"] += not right
+            if right and wrong:
+                level = group.question.level
+                conversation = task.to_conversation(group.question.example, level)
+                pairs.append(Pair(conversation[:-1], _message(rng.choice(right), tokenizer, chat, level),
+                                  _message(rng.choice(wrong), tokenizer, chat, level), level))
+                row["pairs"] += 1
         row["right"] = row["right"] / max(1, row["samples"])
         report.append(row)
         warning = band_warning(task.name, row["right"])

@@ -14,6 +14,8 @@ RL) runs on it, and supplies only what makes it that stage::
         [, stats: summed per-unit values]                clip, scheduled lr, optimizer step
       tally(b)   counters of b for the log       ──►   every log_every steps a metrics.jsonl line
       evaluate(m) validation metrics             ──►   every eval_every steps (and last): plateau rule
+      [metrics() its own log values]             ──►     added to every metrics.jsonl line
+      [stop() a reason to end now]               ──►   after each step (and its evaluation): the last step
                                                        every checkpoint_every steps (and last): checkpoint
                                                  ◄──   the summary; loss.png
 
@@ -118,6 +120,11 @@ class Stage:
     evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics, "val_loss" for the plateau rule
     record: dict[str, Any] = field(default_factory=dict)  # extra fields of the run record
     title: str = "loss"  # of loss.png
+    # Optional, the same on every process: values of the stage's own added to each log line
+    # (RL: its latest rollout's rewards and lengths), and after each step a reason to end
+    # the run there, checkpointed (RL: no learning signal; held-out accuracy fell)
+    metrics: Callable[[], dict[str, float]] | None = None
+    stop: Callable[[], str | None] | None = None
 
 
 # --------------------------------------------------------------------------- the pieces
@@ -465,6 +472,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
             if over:
                 last, stop_reason = True, "time"
             bar.total = max(step + 1, round(total_steps))
+        if stage.stop is not None and not last and (reason := stage.stop()):  # decided before evaluating
+            last, stop_reason = True, reason
         evaluated = step % config.eval_every == 0 or last
         checkpointed = step % config.checkpoint_every == 0 or last
         logged = step % config.log_every == 0 or evaluated or checkpointed
@@ -473,6 +482,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                                        time.perf_counter() - t_window, peak, flops, info)
             done["tokens"] += tokens
             record["elapsed_s"] = elapsed
+            if stage.metrics is not None:
+                record.update(stage.metrics())
             if evaluated:
                 model.eval()
                 with torch.no_grad(), amp:
@@ -486,6 +497,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                 metrics.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", refresh=False,  # shown at the next redraw
                             **({"val": f"{scores['val_loss']:.3f}"} if evaluated and "val_loss" in scores else {}))
+        if stage.stop is not None and not last and (reason := stage.stop()):  # decided by the evaluation
+            last, checkpointed, stop_reason = True, True, reason
         if checkpointed:
             _save(run_dir, {"step": step, "elapsed_s": elapsed, "tokens": done["tokens"]}, stage, optimizers,
                   plateau, config.keep_checkpoints, info)
