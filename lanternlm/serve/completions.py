@@ -218,16 +218,23 @@ def chat_prompt(served: Served, body: schema.ChatCompletionRequest) -> list[int]
         raise ApiError(400, str(err), param="messages") from None
 
 
+def stop_tokens(tokenizer: Tokenizer, chat: bool) -> list[int]:
+    """The tokens that end a reply: the end of a document or turn, and for chat also the
+    marker of any other turn (a chat model that writes one has ended its own)."""
+    stops = default_stop_tokens(tokenizer)
+    if chat:
+        t = ChatTokens.of(tokenizer)
+        stops += [t.system, t.user, t.assistant]
+    return stops
+
+
 def engine_request(served: Served, prompt: list[int], body: schema.SamplingFields, *, max_tokens: int | None,
                    chat: bool, top: int = 0, logprobs: bool = False, thinking: int | None = None) -> Request:
     """The engine request for one prompt; ``max_tokens`` None = up to the context window."""
     tokenizer = served.tokenizer
-    stops = default_stop_tokens(tokenizer)
-    if chat:  # a chat model that writes another turn's marker has ended its own
-        t = ChatTokens.of(tokenizer)
-        stops += [t.system, t.user, t.assistant]
     try:
-        return Request(prompt, max_tokens or served.engine.config.block_size, sampling_params(body), stops,
+        return Request(prompt, max_tokens or served.engine.config.block_size, sampling_params(body),
+                       stop_tokens(tokenizer, chat),
                        thinking_budget(tokenizer, thinking) if chat else None, body.n, top, logprobs)
     except LanternError as err:
         raise ApiError(400, str(err)) from None
