@@ -772,6 +772,25 @@ def _eval(args: argparse.Namespace) -> None:
         thinking_budget=args.thinking_budget, bpb_tokens=args.bpb_tokens, device=args.device)))
 
 
+@command
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run as a Hugging Face folder or a GGUF file for other tools",
+                       description="Export RUN for transformers, vLLM, lm-evaluation-harness (--format hf: "
+                                   "config.json, model.safetensors, tokenizer.json, tokenizer_config.json with "
+                                   "the chat template, generation_config.json) or for llama.cpp, Ollama and "
+                                   "LM Studio (--format gguf: one file).")
+    p.add_argument("run", metavar="RUN", help="run directory (lantern pretrain, sft, dpo, rl, import)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf", help="what to write (default: hf)")
+    p.add_argument("--out", required=True, metavar="PATH", help="folder (hf) or file (gguf) to write")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .interop.export import export
+
+    print(export(args.run, args.out, args.format))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

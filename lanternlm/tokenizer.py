@@ -171,6 +171,96 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
+_INTERVAL = regex.compile(r"\{(\d*)(,\d*)?\}")
+
+
+def hf_split_pattern(pattern: str) -> str:
+    """Our split regex (Python ``regex``) rewritten so that Hugging Face's engine (Oniguruma,
+    Ruby syntax) reads it the same way.
+
+    Two constructs read differently there: a possessive interval ``X{m,n}+`` is an interval
+    repeated (``(?:X{m,n})+``), so it becomes the atomic group ``(?>X{m,n})``; ``$`` and
+    ``^`` match at every line end and start, so they become ``\\Z`` and ``\\A`` (their
+    meaning here without the multiline flag). ``*+``, ``++`` and ``?+`` mean the same in
+    both and stay. Inline flags other than ``i`` are refused (Ruby's ``m`` is our ``s``).
+    Whatever else may differ is caught by re-encoding probe strings after export
+    (:func:`lanternlm.interop.hf_tokenizer.check_hf_tokenizer`).
+
+    >>> hf_split_pattern(r"\\p{N}{1,3}+|\\s++$|[$^]")
+    '(?>\\\\p{N}{1,3})|\\\\s++\\\\Z|[$^]'
+    """
+    out: list[str] = []  # pieces; each quantifiable atom is one piece
+    groups: list[int] = []  # where each open group starts in `out`
+    i, n = 0, len(pattern)
+
+    def refuse(why: str) -> LanternError:
+        return LanternError(f"split pattern {pattern!r}: {why} at character {i}; Hugging Face's regex "
+                            "engine would read it differently")
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            j = i + 2
+            if pattern[i + 1:i + 2] in ("p", "P", "x", "N") and pattern[j:j + 1] == "{":
+                j = pattern.index("}", j) + 1
+            elif pattern[i + 1:i + 2] in ("p", "P"):
+                j += 1
+            out.append(pattern[i:j])
+        elif c == "[":
+            j = i + 1
+            j += pattern[j:j + 1] == "^"
+            j += pattern[j:j + 1] == "]"
+            while j < n and pattern[j] != "]":
+                if pattern[j] == "\\":
+                    j += 1
+                elif pattern.startswith("[:", j):
+                    j = pattern.index(":]", j) + 1
+                j += 1
+            j += 1
+            out.append(pattern[i:j])
+        elif c == "(":
+            flags = regex.match(r"\(\?([a-zA-Z-]+)([:)])", pattern[i:])
+            if flags and set(flags.group(1)) - set("i-"):
+                raise refuse(f"inline flags (?{flags.group(1)}) other than i")
+            if flags and flags.group(2) == ")":  # (?i): a flag switch, not a group
+                out.append(flags.group(0))
+                i += len(flags.group(0))
+                continue
+            opener = regex.match(r"\((\?(<[=!]|P?<\w+>|[:=!>]|[a-z-]+:))?", pattern[i:]).group(0)
+            groups.append(len(out))
+            out.append(opener)
+            j = i + len(opener)
+        elif c == ")":
+            if not groups:
+                raise refuse("an unmatched ')'")
+            k = groups.pop()
+            out[k:] = ["".join(out[k:]) + ")"]
+            j = i + 1
+        elif c in "*+?" or (c == "{" and _INTERVAL.match(pattern, i)):
+            quantifier = _INTERVAL.match(pattern, i).group(0) if c == "{" else c
+            j = i + len(quantifier)
+            possessive = pattern[j:j + 1] == "+"
+            lazy = pattern[j:j + 1] == "?"
+            if not out:
+                raise refuse("a quantifier with nothing before it")
+            if possessive and c == "{":
+                out[-1] = f"(?>{out[-1]}{quantifier})"
+                j += 1
+            else:
+                out[-1] += quantifier + ("+" if possessive else "?" if lazy else "")
+                j += possessive or lazy
+        elif c in "$^":
+            out.append("\\Z" if c == "$" else "\\A")
+            j = i + 1
+        else:
+            out.append(c)
+            j = i + 1
+        i = j
+    if groups:
+        raise refuse("an unclosed '('")
+    return "".join(out)
+
+
 def parse_ids(text: str) -> list[int]:
     """Parse token ids written as ``"1 2 3"``, ``"1,2,3"`` or ``"[1, 2, 3]"``.
 
@@ -503,6 +593,11 @@ class Tokenizer:
         """Decode ids to text; bytes that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    @property
+    def vocab(self) -> dict[int, bytes]:
+        """Every ordinary (non-special) token: id -> its bytes."""
+        return dict(enumerate(self._vocab))
+
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (a special token gives its string's UTF-8 bytes)."""
         (token_id,) = self._check_ids([token_id])
@@ -652,19 +747,15 @@ class Tokenizer:
         """
         return [(i, escape_bytes(self.token_bytes(i))) for i in self._check_ids(ids)]
 
-    def to_hf_json(self, path: str | os.PathLike) -> None:
-        """Export a Hugging Face ``tokenizer.json`` (``tokenizers.Tokenizer.from_file`` loads it).
-
-        Same split regex, byte-level alphabet, BPE merges and special tokens, so it encodes
-        identically to :meth:`encode` with ``allowed_special="all"`` (Hugging Face always
-        recognises added special tokens in text).
-        """
+    def hf_json(self) -> dict:
+        """The Hugging Face ``tokenizer.json`` document of this tokenizer (see :meth:`to_hf_json`)."""
         alphabet = bytes_to_unicode()
 
         def hf(piece: bytes) -> str:
             return "".join(alphabet[b] for b in piece)
 
-        doc = {
+        vocab = self.vocab
+        return {
             "version": "1.0",
             "truncation": None,
             "padding": None,
@@ -672,19 +763,30 @@ class Tokenizer:
                               "normalized": False, "special": True} for name, i in self.special_tokens.items()],
             "normalizer": None,
             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "Split", "pattern": {"Regex": hf_split_pattern(self.pattern)}, "behavior": "Isolated",
+                 "invert": False},
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             ]},
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             "model": {
                 "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                "vocab": {hf(piece): i for i, piece in enumerate(self._vocab)},
-                "merges": [f"{hf(self._vocab[a])} {hf(self._vocab[b])}" for a, b in self.merges],
+                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                "vocab": {hf(piece): i for i, piece in vocab.items()},
+                "merges": [f"{hf(vocab[a])} {hf(vocab[b])}" for a, b in self.merges],
             },
         }
-        atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+
+    def to_hf_json(self, path: str | os.PathLike) -> None:
+        """Export a Hugging Face ``tokenizer.json`` (``tokenizers.Tokenizer.from_file`` loads it).
+
+        Same split regex (rewritten where Hugging Face's engine reads it differently, see
+        :func:`hf_split_pattern`), byte-level alphabet, BPE merges and special tokens, so it
+        encodes identically to :meth:`encode` with ``allowed_special="all"`` (Hugging Face
+        always recognises added special tokens in text). ``ignore_merges`` is on: a chunk that
+        is a whole token becomes that token, as in tiktoken, which :meth:`encode` runs on.
+        """
+        atomic_write_text(path, json.dumps(self.hf_json(), ensure_ascii=False, indent=1) + "\n")
 
 
 class StreamDecoder:

@@ -224,6 +224,44 @@ def _from_hf_state(sd: dict[str, torch.Tensor], c: GPTConfig) -> dict[str, torch
     return out
 
 
+def hf_config_dict(config: GPTConfig, eos_token_id: int | None = None,
+                   dtype: str = "float32") -> dict[str, Any]:
+    """``config.json`` of a Hugging Face model folder: :func:`hf_config` as a dict, with its
+    architecture class, dtype, and ``rope_theta`` also at the top level, where readers
+    written for transformers 4 (vLLM, llama.cpp's converter) look for it."""
+    cfg = hf_config(config, eos_token_id)
+    cfg.architectures = ["GPT2LMHeadModel" if cfg.model_type == "gpt2" else "LlamaForCausalLM"]
+    out = cfg.to_dict()
+    out.update(dtype=dtype, torch_dtype=dtype)
+    if cfg.model_type == "llama":
+        out["rope_theta"] = config.rope_theta
+    return out
+
+
+def hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights under Hugging Face's names, contiguous, on the CPU (for safetensors)."""
+    return {k: v.detach().cpu().contiguous() for k, v in _to_hf_state(model).items()}
+
+
+def trim_vocab(model: GPT, vocab_size: int) -> GPT:
+    """``model`` with only the first ``vocab_size`` rows of its embedding and head: the
+    padding rows (the table is padded to a multiple of 64) dropped, so that the vocabulary
+    sizes of weights and tokenizer agree, as llama.cpp requires. Shares the weights."""
+    if vocab_size == model.config.vocab_size:
+        return model
+    if vocab_size > model.config.vocab_size:
+        raise LanternError(f"the tokenizer has {vocab_size} tokens but the model only "
+                           f"{model.config.vocab_size}")
+    config = dataclasses.replace(model.config, vocab_size=vocab_size)
+    rows = ("wte.weight", "lm_head.weight")
+    state = {k: v[:vocab_size] if k in rows else v for k, v in model.state_dict().items()}
+    with torch.device("meta"):
+        trimmed = GPT(config)
+    trimmed.load_state_dict(state, assign=True)
+    trimmed.init_buffers()
+    return trimmed.eval()
+
+
 def to_hf(model: GPT, eos_token_id: int | None = None) -> Any:
     """A ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` holding a copy of ``model``'s weights
     (fp32, eval mode); ``eos_token_id`` as in :func:`hf_config`."""
