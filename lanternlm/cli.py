@@ -786,9 +786,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from .interop.export import export
-
-    print(export(args.run, args.out, args.format))
+    if args.format == "gguf":
+        from .interop.gguf import export_gguf as export
+    else:
+        from .interop.export import export_hf as export
+    print(export(args.run, args.out))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -55,6 +55,9 @@ GPT4_SPLIT_PATTERN = (
 )
 """The GPT-4 (``cl100k_base``) pre-split regex: the default for training and encoding."""
 
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+"""GPT-2's pre-split regex (Hugging Face's ``ByteLevel`` pre-tokenizer with ``use_regex``)."""
+
 EOT = "<|endoftext|>"  # document separator (written *before* each document in shards)
 PAD = "<|pad|>"  # fills the rows of a batch after their end
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"  # chat turns

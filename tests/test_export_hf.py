@@ -13,7 +13,7 @@ from lanternlm.chat import REASONING_LEVELS, render, render_for_generation
 from lanternlm.cli import main
 from lanternlm.errors import LanternError
 from lanternlm.generate import default_stop_tokens
-from lanternlm.interop.export import export
+from lanternlm.interop.export import export_hf as export
 from lanternlm.interop.hf_tokenizer import check_hf_tokenizer
 from lanternlm.run import Run
 from lanternlm.sampling import SamplingParams

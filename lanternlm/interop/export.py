@@ -10,7 +10,8 @@ A Hugging Face folder (``--format hf``) holds::
                              it never learned as suppress_tokens (our engine never samples them)
 
 The vocabulary is cut to the tokenizer's: the rows our table pads up to a multiple of 64
-are left out. ``--format gguf`` writes one file for llama.cpp (:mod:`lanternlm.interop.gguf`).
+are left out. ``--format gguf`` writes one file for llama.cpp (:mod:`lanternlm.interop.gguf`,
+which shares :func:`exportable_model` and :func:`stop_tokens`).
 Every file is complete or absent: the folder is written beside its destination and moved
 into place once every check has passed.
 """
@@ -33,10 +34,6 @@ from .chat_template import CHAT_TEMPLATE
 from .hf import family, hf_config_dict, hf_state, trim_vocab
 from .hf_tokenizer import check_hf_tokenizer
 
-FORMATS = ("hf", "gguf")
-HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "generation_config.json")
-
 
 def exportable_model(run: Run) -> GPT:
     """The run's language model on the CPU, vocabulary cut to the tokenizer's; a reward
@@ -56,22 +53,11 @@ def stop_tokens(run: Run) -> list[int]:
     return default_stop_tokens(run.tokenizer) if run.chat else [run.tokenizer.eot_id]
 
 
-def export(run: str | os.PathLike, out: str | os.PathLike, format: str = "hf") -> Path:
-    """Export ``run`` to ``out`` in ``format`` (:data:`FORMATS`); returns ``out``."""
-    run = Run(run)
-    if format == "hf":
-        return export_hf(run, out)
-    if format == "gguf":
-        from .gguf import export_gguf
-
-        return export_gguf(run, out)
-    raise LanternError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-
-
-def export_hf(run: Run, out: str | os.PathLike) -> Path:
-    """Write the Hugging Face folder described in the module docstring."""
+def export_hf(run: Run | str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the Hugging Face folder described in the module docstring; returns ``out``."""
     from safetensors.torch import save_file
 
+    run = run if isinstance(run, Run) else Run(run)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LanternError(f"{out}: exists and is not a folder; give a folder for the Hugging Face files")
