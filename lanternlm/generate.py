@@ -50,13 +50,14 @@ class TextCompletion:
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, bos: bool = True) -> list[int]:
-    """Prompt ids: the document separator, then the text (special-token strings stay text).
+    """Prompt ids: the document separator (an imported tokenizer's own BOS), then the text
+    (special-token strings stay text).
 
     >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
     >>> encode_prompt(tok, "Hi")
     [256, 72, 105]
     """
-    return ([tokenizer.eot_id] if bos else []) + tokenizer.encode(text)
+    return ([tokenizer.bos_id] if bos else []) + tokenizer.encode(text)
 
 
 def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
