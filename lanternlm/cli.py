@@ -92,6 +92,40 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
         if name == "show":
             p.add_argument("--no-color", action="store_true", help="plain [piece|id] output, no colours")
         p.set_defaults(func=func)
+    _add_tokenizer_import(actions)
+
+
+def _add_tokenizer_import(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("import", help="a real tokenizer (tokenizer.json, .tiktoken ranks, model folder) "
+                                          "as a lanternlm tokenizer file",
+                           description="Read a byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen2 style), a "
+                                       "tiktoken rank file or a model folder, keep its ids, check it against "
+                                       "tokenizers / tiktoken on probe strings, and write our tokenizer JSON.")
+    p.add_argument("source", metavar="FILE", help="tokenizer.json, NAME.tiktoken, or a folder with tokenizer.json")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the tokenizer JSON")
+    p.add_argument("--pattern", default="gpt4",
+                   help="rank files: split regex or gpt4, gpt2, llama3, qwen2, o200k (default: gpt4)")
+    p.add_argument("--special", action="append", default=[], metavar="NAME=ID",
+                   help="rank files: a special token and its id (repeatable)")
+    p.add_argument("--bos", metavar="NAME", help="special token that starts a prompt (default: the EOT token)")
+    p.add_argument("--eot", metavar="NAME", help="special token between documents (default: tokenizer_config's "
+                                                 "eos_token, else <|endoftext|>)")
+    p.set_defaults(func=_tokenizer_import)
+
+
+def _tokenizer_import(args: argparse.Namespace) -> None:
+    from .interop.hf_tokenizer import load_tokenizer
+
+    specials = {}
+    for item in args.special:
+        name, _, number = item.rpartition("=")
+        if not name or not number.isdigit():
+            raise LanternError(f"--special {item!r}: expected NAME=ID, e.g. '<|endoftext|>=100257'")
+        specials[name] = int(number)
+    tok = load_tokenizer(args.source, pattern=args.pattern, special_tokens=specials, bos_token=args.bos,
+                         eot_token=args.eot)
+    tok.save(args.out)
+    print(f"{tok!r} -> {args.out}")
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:

@@ -888,7 +888,9 @@ class Tokenizer:
             "model": {
                 "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                 "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
-                "vocab": {hf(piece): i for i, piece in vocab.items()},
+                # special tokens too, as GPT-2's file has them: Hugging Face takes an added token's id
+                # from the vocabulary, else numbers it after the others (which would lose a gap)
+                "vocab": {hf(piece): i for i, piece in [*vocab.items(), *self._special_bytes.items()]},
                 "merges": [f"{hf(vocab[a])} {hf(vocab[b])}" for a, b in self.merges],
             },
         }

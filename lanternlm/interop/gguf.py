@@ -33,11 +33,8 @@ from ..tokenizer import END, GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, bytes_to_un
 from .chat_template import CHAT_TEMPLATE
 from .export import exportable_model, stop_tokens
 from .hf import family, hf_state
+from .hf_tokenizer import LLAMA3_SPLIT_PATTERN, QWEN2_SPLIT_PATTERN
 
-LLAMA3_SPLIT_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
-                        r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
-QWEN2_SPLIT_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-                       r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 PRE_TOKENIZERS = {
     # ours differs from Llama 3's only where the two match the same text: possessive ?+ and
     # ++ that cannot backtrack into a match anyway, and \s*[\r\n] for \s*[\r\n]+
