@@ -827,6 +827,32 @@ def _export(args: argparse.Namespace) -> None:
     print(export(args.run, args.out))
 
 
+@command
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .interop.importing import ImportConfig
+
+    p = sub.add_parser("import", help="bring a Hugging Face model (GPT-2, Llama, Qwen2-like) in as a run",
+                       description="Import SOURCE (a local Hugging Face model folder, or a hub id downloaded "
+                                   "with huggingface_hub into its cache) into the run directory --out: weights "
+                                   "in our layout, its own tokenizer, a record of stage 'import'. The run works "
+                                   "with generate, chat (plain text), inspect, serve and export.")
+    p.add_argument("source", metavar="SOURCE", help="model folder or hub id (org/name)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
+    add_arguments(p, ImportConfig, skip=("source",))
+    p.set_defaults(func=_import)
+
+
+def _import(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .config import from_arguments
+    from .interop.importing import ImportConfig, import_model
+
+    config, _ = from_arguments(ImportConfig, args)
+    print(import_model(dataclasses.replace(config, source=args.source), args.out))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

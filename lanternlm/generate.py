@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 from .engine import Engine, ThinkingBudget, TokenEvent
 from .errors import LanternError
 from .sampling import SamplingParams
-from .tokenizer import END, END_THINK, EOT, THINK, Tokenizer
+from .tokenizer import END, END_THINK, THINK, Tokenizer
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
     >>> default_stop_tokens(Tokenizer([], special_tokens=["<|endoftext|>", "<|end|>"]))
     [256, 257]
     """
-    return [tokenizer.special_tokens[name] for name in (EOT, END)
+    return [tokenizer.special_tokens[name] for name in (tokenizer.eot_token, END)
             if name in tokenizer.special_tokens]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 
 import pytest
 
@@ -14,50 +13,15 @@ from lanternlm.cli import main
 from lanternlm.errors import LanternError
 from lanternlm.interop.hf_tokenizer import (PROBES, check_hf_tokenizer, from_hf_json, from_tiktoken,
                                             load_tokenizer, random_probes)
-from lanternlm.tokenizer import GPT2_SPLIT_PATTERN, Tokenizer, bytes_to_unicode
+from lanternlm.tokenizer import GPT2_SPLIT_PATTERN, Tokenizer
 
-from interop_helpers import TEXTS, tokenizer
+from interop_helpers import TEXTS, hf_document, permuted_ids, tokenizer
 
 tokenizers = pytest.importorskip("tokenizers", reason="needs the [hf] extra (tokenizers)")
 tiktoken = pytest.importorskip("tiktoken")
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEXTS_TO_CHECK = list(PROBES) + random_probes(300, seed=7) + TEXTS[:2] + ["<|im_start|>user\nhi<|im_end|>"]
-
-
-def permuted_ids(tok: Tokenizer, seed: int = 0) -> dict[int, int]:
-    """A new id for every ordinary token: the single bytes shuffled and scattered among the
-    merges (as in cl100k, where some bytes rank after merges), the merges' order kept."""
-    rng = random.Random(seed)
-    byte_ids = list(range(256))
-    rng.shuffle(byte_ids)
-    order = []  # the ordinary tokens in new-id order
-    merges = list(range(256, 256 + len(tok.merges)))
-    while byte_ids or merges:
-        if byte_ids and (not merges or rng.random() < 0.6):
-            order.append(byte_ids.pop())
-        else:
-            order.append(merges.pop(0))
-    return {old: new for new, old in enumerate(order)}
-
-
-def hf_document(tok: Tokenizer, gpt2_style: bool = False, seed: int = 0) -> dict:
-    """tok's tokenizer.json with the ids permuted and the special tokens at gapped ids."""
-    doc = tok.hf_json()
-    new = permuted_ids(tok, seed)
-    alphabet = bytes_to_unicode()
-    doc["model"]["vocab"] = {"".join(alphabet[b] for b in piece): new[i] for i, piece in tok.vocab.items()}
-    top = len(new)
-    doc["added_tokens"] = [{"id": top + 3 * k + 2, "content": name, "single_word": False, "lstrip": False,
-                            "rstrip": False, "normalized": False, "special": True}
-                           for k, name in enumerate(tok.special_tokens)]
-    for token in doc["added_tokens"]:  # as in GPT-2's file: Hugging Face takes an added token's id from here
-        doc["model"]["vocab"]["".join(alphabet[b] for b in token["content"].encode())] = token["id"]
-    doc["model"]["ignore_merges"] = False  # as GPT-2's file
-    if gpt2_style:
-        doc["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                                "use_regex": True}
-    return doc
 
 
 @pytest.mark.parametrize("style", ["split-regex", "gpt2-bytelevel"])

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..config import atomic_dir
 from ..errors import LanternError
 from ..generate import default_stop_tokens
 from ..log import logger
 from ..model import GPT
 from ..run import Run
-from ..tokenizer import EOT, END, PAD
 from .chat_template import CHAT_TEMPLATE
 from .hf import family, hf_config_dict, hf_state, trim_vocab
 from .hf_tokenizer import check_hf_tokenizer
@@ -48,7 +46,7 @@ def exportable_model(run: Run) -> GPT:
 
 
 def stop_tokens(run: Run) -> list[int]:
-    """The ids that end a reply: ``<|endoftext|>``, and ``<|end|>`` for a chat run (as the
+    """The ids that end a reply: the end of text, and ``<|end|>`` for a chat run (as the
     terminal's formats)."""
     return default_stop_tokens(run.tokenizer) if run.chat else [run.tokenizer.eot_id]
 
@@ -59,17 +57,13 @@ def export_hf(run: Run | str | os.PathLike, out: str | os.PathLike) -> Path:
 
     run = run if isinstance(run, Run) else Run(run)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LanternError(f"{out}: exists and is not a folder; give a folder for the Hugging Face files")
     tokenizer = run.tokenizer
     model = exportable_model(run)
     document = tokenizer.hf_json()
     checked = check_hf_tokenizer(tokenizer, document)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     stops = stop_tokens(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(out, replace_files=True) as staging:
         save_file(hf_state(model), staging / "model.safetensors", metadata={"format": "pt"})
         config = hf_config_dict(model.config, stops[0], dtype)
         files = {
@@ -81,23 +75,19 @@ def export_hf(run: Run | str | os.PathLike, out: str | os.PathLike) -> Path:
         for name, content in files.items():
             (staging / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n",
                                         encoding="utf-8")
-        _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s (%s, %s) to %s; tokenizer checked on %d strings", run.path,
                 config["architectures"][0], "chat template" if run.chat else "no chat template", out, checked)
     return out
 
 
 def tokenizer_config(run: Run, eos_id: int) -> dict:
-    """``tokenizer_config.json``: the fast tokenizer class, its special tokens and, for a
-    chat run, the chat template."""
+    """``tokenizer_config.json``: the fast tokenizer class, its special tokens and the chat
+    template: ours for a chat run, an imported model's own for an imported run."""
     tokenizer = run.tokenizer
     names = {i: name for name, i in tokenizer.special_tokens.items()}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": EOT, "eos_token": names[eos_id],
-        "pad_token": PAD if PAD in tokenizer.special_tokens else EOT,
+        "bos_token": names[tokenizer.bos_id], "eos_token": names[eos_id], "pad_token": names[tokenizer.pad_id],
         "model_max_length": run.model_config.block_size,
         "clean_up_tokenization_spaces": False,
         "add_bos_token": False, "add_eos_token": False,
@@ -105,9 +95,9 @@ def tokenizer_config(run: Run, eos_id: int) -> dict:
                                           "rstrip": False, "single_word": False, "special": True}
                                  for name, i in tokenizer.special_tokens.items()},
     }
-    if run.chat:
-        config["chat_template"] = CHAT_TEMPLATE
-        config["eos_token"] = END
+    template = CHAT_TEMPLATE if run.chat else run.record.get("hf", {}).get("chat_template")
+    if template:
+        config["chat_template"] = template
     return config
 
 
@@ -115,19 +105,7 @@ def generation_config(run: Run, stops: list[int]) -> dict:
     """``generation_config.json``: BOS, the stop tokens, padding; a base run's unlearned
     chat markers suppressed, as our engine's vocabulary limit does."""
     tokenizer = run.tokenizer
-    config = {"bos_token_id": tokenizer.eot_id, "eos_token_id": stops, "pad_token_id": tokenizer.pad_id}
+    config = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stops, "pad_token_id": tokenizer.pad_id}
     if run.vocab_limit < tokenizer.vocab_size:
         config["suppress_tokens"] = list(range(run.vocab_limit, tokenizer.vocab_size))
     return config
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the staged files into ``out``: a rename when ``out`` does not exist yet, else
-    file by file (each rename atomic), leaving files of other names alone."""
-    if not out.exists():
-        os.replace(staging, out)
-        staging.mkdir()  # for the caller's cleanup
-        return
-    for path in staging.iterdir():
-        os.replace(path, out / path.name)
-
