@@ -83,9 +83,15 @@ def test_imported_models_generate_what_transformers_generates(name, tmp_path, to
     with torch.no_grad():
         hf = theirs.generate(torch.tensor([prompt]), generation_config=greedy)[0, len(prompt):]
     assert len(mine.tokens) == 64 and mine.tokens == hf.tolist()
-    if name.startswith("qwen2"):  # q/k/v biases kept, the others zero
+    if name.startswith("qwen2"):  # q/k/v biases kept, the others zero (and left out of a GGUF file)
         state = ours.state_dict()
         assert state["blocks.0.attn.qkv.bias"].abs().sum() > 0 and not state["blocks.0.attn.proj.bias"].any()
+        gguf = pytest.importorskip("gguf")
+        from lanternlm.interop.gguf import export_gguf
+
+        names = {t.name for t in gguf.GGUFReader(export_gguf(run, tmp_path / "q.gguf")).tensors}
+        assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"} <= names
+        assert not {"blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"} & names
 
 
 def test_an_imported_run_exports_back_and_runs_the_commands(tmp_path, tokenizer_doc, capsys):

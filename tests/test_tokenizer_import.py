@@ -110,3 +110,19 @@ def test_a_model_folder_and_the_command(tmp_path, capsys):
     assert Tokenizer.load(out).eot_token == "<|end_of_text|>"
     assert main(["tokenizer", "import", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
     assert "no such tokenizer file" in capsys.readouterr().err
+
+
+def test_a_gpt2_folder_with_vocab_json_and_merges_txt(tmp_path):
+    """No tokenizer.json (GPT-2's original files): transformers builds one, which is imported."""
+    ours = Tokenizer.train(TEXTS, 340, special_tokens=["<|endoftext|>"], pattern=GPT2_SPLIT_PATTERN, backend="python")
+    doc = hf_document(ours, gpt2_style=True, seed=5)
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps(doc["model"]["vocab"]))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(doc["model"]["merges"]) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}))
+    tok = load_tokenizer(folder)
+    reference = from_hf_json(doc)
+    assert tok.pattern == GPT2_SPLIT_PATTERN and tok.vocab == reference.vocab and tok.merges == reference.merges
+    assert tok.eot_id == doc["added_tokens"][0]["id"]

@@ -83,6 +83,8 @@ def gguf_tensors(model) -> dict[str, torch.Tensor]:
             tensor = interleave_rope(tensor, c.kv_heads)
         elif arch == "gpt2" and tensor.ndim == 2 and ".h." in hf_name:
             tensor = tensor.t()  # Conv1D (in, out) -> (out, in)
+        if hf_name.endswith(".bias") and arch == "llama" and not tensor.any():
+            continue  # an imported Qwen2's zero biases (interop/hf.py): llama.cpp need not read them
         out[name] = tensor.float().contiguous()
     if arch == "gpt2" and "output.weight" not in out:
         out["output.weight"] = out["token_embd.weight"]

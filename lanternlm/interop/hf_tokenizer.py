@@ -242,18 +242,31 @@ def load_tokenizer(source: str | os.PathLike, *, pattern: str = GPT4_SPLIT_PATTE
     unless given). ``pattern`` and ``special_tokens`` are for rank files only."""
     source = Path(source)
     if source.is_dir():
-        if not (source / "tokenizer.json").is_file():
-            raise LanternError(f"{source}: no tokenizer.json in this folder")
         config = source / "tokenizer_config.json"
         names = read_json(config) if config.is_file() else {}
         bos_token = bos_token or _token_name(names.get("bos_token"))
         eot_token = eot_token or _token_name(names.get("eos_token"))
+        if not (source / "tokenizer.json").is_file():
+            return from_hf_json(_converted(source), bos_token=bos_token, eot_token=eot_token)
         source = source / "tokenizer.json"
     if not source.is_file():
         raise LanternError(f"{source}: no such tokenizer file")
     if source.suffix == ".tiktoken":
         return from_tiktoken(source, pattern, special_tokens, bos_token=bos_token, eot_token=eot_token)
     return from_hf_json(source, bos_token=bos_token, eot_token=eot_token)
+
+
+def _converted(folder: Path) -> dict:
+    """The tokenizer.json that ``transformers`` builds for a folder without one (GPT-2's
+    ``vocab.json`` + ``merges.txt``)."""
+    try:
+        from transformers import AutoTokenizer
+
+        fast = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return json.loads(fast.backend_tokenizer.to_str())
+    except Exception as err:  # ImportError, or whatever transformers raises for a folder it cannot read
+        raise LanternError(f"{folder}: no tokenizer.json, and transformers cannot build one here "
+                           f"({type(err).__name__}: {err})") from None
 
 
 def _token_name(value) -> str | None:
