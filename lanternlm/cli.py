@@ -92,6 +92,40 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
         if name == "show":
             p.add_argument("--no-color", action="store_true", help="plain [piece|id] output, no colours")
         p.set_defaults(func=func)
+    _add_tokenizer_import(actions)
+
+
+def _add_tokenizer_import(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("import", help="a real tokenizer (tokenizer.json, .tiktoken ranks, model folder) "
+                                          "as a lanternlm tokenizer file",
+                           description="Read a byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen2 style), a "
+                                       "tiktoken rank file or a model folder, keep its ids, check it against "
+                                       "tokenizers / tiktoken on probe strings, and write our tokenizer JSON.")
+    p.add_argument("source", metavar="FILE", help="tokenizer.json, NAME.tiktoken, or a folder with tokenizer.json")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the tokenizer JSON")
+    p.add_argument("--pattern", default="gpt4",
+                   help="rank files: split regex or gpt4, gpt2, llama3, qwen2, o200k (default: gpt4)")
+    p.add_argument("--special", action="append", default=[], metavar="NAME=ID",
+                   help="rank files: a special token and its id (repeatable)")
+    p.add_argument("--bos", metavar="NAME", help="special token that starts a prompt (default: the EOT token)")
+    p.add_argument("--eot", metavar="NAME", help="special token between documents (default: tokenizer_config's "
+                                                 "eos_token, else <|endoftext|>)")
+    p.set_defaults(func=_tokenizer_import)
+
+
+def _tokenizer_import(args: argparse.Namespace) -> None:
+    from .interop.hf_tokenizer import load_tokenizer
+
+    specials = {}
+    for item in args.special:
+        name, _, number = item.rpartition("=")
+        if not name or not number.isdigit():
+            raise LanternError(f"--special {item!r}: expected NAME=ID, e.g. '<|endoftext|>=100257'")
+        specials[name] = int(number)
+    tok = load_tokenizer(args.source, pattern=args.pattern, special_tokens=specials, bos_token=args.bos,
+                         eot_token=args.eot)
+    tok.save(args.out)
+    print(f"{tok!r} -> {args.out}")
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
@@ -826,6 +860,53 @@ def _eval(args: argparse.Namespace) -> None:
         args.run, tasks=args.tasks.split(",") if args.tasks else None, levels=args.levels.split(","),
         n=args.n, seed=args.seed, max_tokens=args.max_tokens, batch_size=args.batch_size,
         thinking_budget=args.thinking_budget, bpb_tokens=args.bpb_tokens, device=args.device)))
+
+
+@command
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run as a Hugging Face folder or a GGUF file for other tools",
+                       description="Export RUN for transformers, vLLM, lm-evaluation-harness (--format hf: "
+                                   "config.json, model.safetensors, tokenizer.json, tokenizer_config.json with "
+                                   "the chat template, generation_config.json) or for llama.cpp, Ollama and "
+                                   "LM Studio (--format gguf: one file).")
+    p.add_argument("run", metavar="RUN", help="run directory (lantern pretrain, sft, dpo, rl, import)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf", help="what to write (default: hf)")
+    p.add_argument("--out", required=True, metavar="PATH", help="folder (hf) or file (gguf) to write")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> None:
+    if args.format == "gguf":
+        from .interop.gguf import export_gguf as export
+    else:
+        from .interop.export import export_hf as export
+    print(export(args.run, args.out))
+
+
+@command
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from .config import add_arguments
+    from .interop.importing import ImportConfig
+
+    p = sub.add_parser("import", help="bring a Hugging Face model (GPT-2, Llama, Qwen2-like) in as a run",
+                       description="Import SOURCE (a local Hugging Face model folder, or a hub id downloaded "
+                                   "with huggingface_hub into its cache) into the run directory --out: weights "
+                                   "in our layout, its own tokenizer, a record of stage 'import'. The run works "
+                                   "with generate, chat (plain text), inspect, serve and export.")
+    p.add_argument("source", metavar="SOURCE", help="model folder or hub id (org/name)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
+    add_arguments(p, ImportConfig, skip=("source",))
+    p.set_defaults(func=_import)
+
+
+def _import(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .config import from_arguments
+    from .interop.importing import ImportConfig, import_model
+
+    config, _ = from_arguments(ImportConfig, args)
+    print(import_model(dataclasses.replace(config, source=args.source), args.out))
 
 
 # --------------------------------------------------------------------------- entry point

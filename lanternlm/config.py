@@ -12,14 +12,16 @@ record keeps beside the run as readable JSON (:func:`lanternlm.run.write_record`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import LanternError
 
@@ -135,6 +137,45 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write a file to (by any writer); renamed onto
+    ``path`` when the block ends without an error, removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, replace_files: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write a set of files into; when the block ends
+    without an error it becomes ``path`` (a rename), or, with ``replace_files`` and ``path``
+    already there, its files replace those of the same names one by one (each rename
+    atomic). An existing non-empty ``path`` is an error otherwise. Removed on an error."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not replace_files)):
+        raise LanternError(f"{path}: already exists{'' if path.is_dir() else ' and is not a folder'}; "
+                           "choose a new folder or remove it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        if not path.exists():
+            os.replace(staging, path)
+        else:
+            for item in staging.iterdir():
+                os.replace(item, path / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike, format: str | None = None) -> Any:

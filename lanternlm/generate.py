@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 from .engine import Engine, ThinkingBudget, TokenEvent
 from .errors import LanternError
 from .sampling import SamplingParams
-from .tokenizer import END, END_THINK, EOT, THINK, Tokenizer
+from .tokenizer import END, END_THINK, THINK, Tokenizer
 
 
 @dataclasses.dataclass
@@ -50,13 +50,14 @@ class TextCompletion:
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, bos: bool = True) -> list[int]:
-    """Prompt ids: the document separator, then the text (special-token strings stay text).
+    """Prompt ids: the document separator (an imported tokenizer's own BOS), then the text
+    (special-token strings stay text).
 
     >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
     >>> encode_prompt(tok, "Hi")
     [256, 72, 105]
     """
-    return ([tokenizer.eot_id] if bos else []) + tokenizer.encode(text)
+    return ([tokenizer.bos_id] if bos else []) + tokenizer.encode(text)
 
 
 def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
@@ -65,7 +66,7 @@ def default_stop_tokens(tokenizer: Tokenizer) -> list[int]:
     >>> default_stop_tokens(Tokenizer([], special_tokens=["<|endoftext|>", "<|end|>"]))
     [256, 257]
     """
-    return [tokenizer.special_tokens[name] for name in (EOT, END)
+    return [tokenizer.special_tokens[name] for name in (tokenizer.eot_token, END)
             if name in tokenizer.special_tokens]
 
 

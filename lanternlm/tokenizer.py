@@ -6,6 +6,11 @@ The vocabulary is laid out as::
     ids 256..256+M-1            the M learned merges, in the order they were learned
     ids 256+M..vocab_size-1     the special tokens (``<|endoftext|>``, chat markers, ...)
 
+An imported vocabulary (GPT-2's, Llama 3's, a tiktoken rank file; see
+:mod:`lanternlm.interop.hf_tokenizer`) keeps its own ids: its single bytes may sit anywhere,
+its merges make increasing ids (tiktoken's rule: a token's id is its merge rank), its
+special tokens may leave gaps, and it may normalize text to NFC first (Qwen2).
+
 Text is first cut into chunks by a GPT-4-style regex (:data:`GPT4_SPLIT_PATTERN`:
 letters, 1-3 digit numbers, punctuation runs, whitespace), each chunk is turned into
 its UTF-8 bytes, and merges are applied inside a chunk only, never across chunks.
@@ -37,6 +42,7 @@ import heapq
 import json
 import os
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +60,9 @@ GPT4_SPLIT_PATTERN = (
     r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 """The GPT-4 (``cl100k_base``) pre-split regex: the default for training and encoding."""
+
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+"""GPT-2's pre-split regex (Hugging Face's ``ByteLevel`` pre-tokenizer with ``use_regex``)."""
 
 EOT = "<|endoftext|>"  # document separator (written *before* each document in shards)
 PAD = "<|pad|>"  # fills the rows of a batch after their end
@@ -169,6 +178,96 @@ def bytes_to_unicode() -> dict[int, str]:
             mapping[b] = chr(256 + extra)
             extra += 1
     return mapping
+
+
+_INTERVAL = regex.compile(r"\{(\d*)(,\d*)?\}")
+
+
+def hf_split_pattern(pattern: str) -> str:
+    """Our split regex (Python ``regex``) rewritten so that Hugging Face's engine (Oniguruma,
+    Ruby syntax) reads it the same way.
+
+    Two constructs read differently there: a possessive interval ``X{m,n}+`` is an interval
+    repeated (``(?:X{m,n})+``), so it becomes the atomic group ``(?>X{m,n})``; ``$`` and
+    ``^`` match at every line end and start, so they become ``\\Z`` and ``\\A`` (their
+    meaning here without the multiline flag). ``*+``, ``++`` and ``?+`` mean the same in
+    both and stay. Inline flags other than ``i`` are refused (Ruby's ``m`` is our ``s``).
+    Whatever else may differ is caught by re-encoding probe strings after export
+    (:func:`lanternlm.interop.hf_tokenizer.check_hf_tokenizer`).
+
+    >>> hf_split_pattern(r"\\p{N}{1,3}+|\\s++$|[$^]")
+    '(?>\\\\p{N}{1,3})|\\\\s++\\\\Z|[$^]'
+    """
+    out: list[str] = []  # pieces; each quantifiable atom is one piece
+    groups: list[int] = []  # where each open group starts in `out`
+    i, n = 0, len(pattern)
+
+    def refuse(why: str) -> LanternError:
+        return LanternError(f"split pattern {pattern!r}: {why} at character {i}; Hugging Face's regex "
+                            "engine would read it differently")
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            j = i + 2
+            if pattern[i + 1:i + 2] in ("p", "P", "x", "N") and pattern[j:j + 1] == "{":
+                j = pattern.index("}", j) + 1
+            elif pattern[i + 1:i + 2] in ("p", "P"):
+                j += 1
+            out.append(pattern[i:j])
+        elif c == "[":
+            j = i + 1
+            j += pattern[j:j + 1] == "^"
+            j += pattern[j:j + 1] == "]"
+            while j < n and pattern[j] != "]":
+                if pattern[j] == "\\":
+                    j += 1
+                elif pattern.startswith("[:", j):
+                    j = pattern.index(":]", j) + 1
+                j += 1
+            j += 1
+            out.append(pattern[i:j])
+        elif c == "(":
+            flags = regex.match(r"\(\?([a-zA-Z-]+)([:)])", pattern[i:])
+            if flags and set(flags.group(1)) - set("i-"):
+                raise refuse(f"inline flags (?{flags.group(1)}) other than i")
+            if flags and flags.group(2) == ")":  # (?i): a flag switch, not a group
+                out.append(flags.group(0))
+                i += len(flags.group(0))
+                continue
+            opener = regex.match(r"\((\?(<[=!]|P?<\w+>|[:=!>]|[a-z-]+:))?", pattern[i:]).group(0)
+            groups.append(len(out))
+            out.append(opener)
+            j = i + len(opener)
+        elif c == ")":
+            if not groups:
+                raise refuse("an unmatched ')'")
+            k = groups.pop()
+            out[k:] = ["".join(out[k:]) + ")"]
+            j = i + 1
+        elif c in "*+?" or (c == "{" and _INTERVAL.match(pattern, i)):
+            quantifier = _INTERVAL.match(pattern, i).group(0) if c == "{" else c
+            j = i + len(quantifier)
+            possessive = pattern[j:j + 1] == "+"
+            lazy = pattern[j:j + 1] == "?"
+            if not out:
+                raise refuse("a quantifier with nothing before it")
+            if possessive and c == "{":
+                out[-1] = f"(?>{out[-1]}{quantifier})"
+                j += 1
+            else:
+                out[-1] += quantifier + ("+" if possessive else "?" if lazy else "")
+                j += possessive or lazy
+        elif c in "$^":
+            out.append("\\Z" if c == "$" else "\\A")
+            j = i + 1
+        else:
+            out.append(c)
+            j = i + 1
+        i = j
+    if groups:
+        raise refuse("an unclosed '('")
+    return "".join(out)
 
 
 def parse_ids(text: str) -> list[int]:
@@ -295,7 +394,7 @@ def train_bpe_rust(texts: Iterable[str], num_merges: int, pattern: str = GPT4_SP
     return merges_from_vocab(vocab)
 
 
-def merges_from_vocab(vocab: Sequence[bytes]) -> list[Pair]:
+def merges_from_vocab(vocab: Sequence[bytes] | dict[int, bytes]) -> list[Pair]:
     """Recover the merge pairs from a vocabulary listed in id order (bytes first, then merges).
 
     Each token splits into two earlier tokens; when several splits are possible, the one
@@ -304,39 +403,64 @@ def merges_from_vocab(vocab: Sequence[bytes]) -> list[Pair]:
     >>> merges_from_vocab([bytes([b]) for b in range(256)] + [b"ab", b"aab"])
     [(97, 98), (97, 256)]
     """
-    for b in range(256):
-        if vocab[b] != bytes([b]):
-            raise LanternError(f"vocabulary: token {b} should be the single byte {b}, got {vocab[b]!r}")
-    id_of = {vocab[b]: b for b in range(256)}
+    byte_ids, merges, merge_ids = layout_from_vocab(dict(enumerate(vocab)) if not isinstance(vocab, dict) else vocab)
+    if byte_ids != list(range(256)):
+        b = next(b for b in range(256) if byte_ids[b] != b)
+        raise LanternError(f"vocabulary: token {b} should be the single byte {b}, got {vocab[b]!r}")
+    return merges
+
+
+def layout_from_vocab(vocab: dict[int, bytes]) -> tuple[list[int], list[Pair], list[int]]:
+    """``(byte_ids, merges, merge_ids)`` of a vocabulary given as id -> bytes, where a
+    token's id is its merge rank (tiktoken's rank files, rustbpe's output).
+
+    Every single byte must be a token; every longer token, in id order, splits into two
+    tokens of lower id, the split byte-pair encoding with the earlier merges produces.
+
+    >>> reversed_bytes = {i: bytes([255 - i]) for i in range(256)}
+    >>> byte_ids, merges, merge_ids = layout_from_vocab({**reversed_bytes, 300: b"ab"})
+    >>> byte_ids[ord("a")], byte_ids[ord("b")], merges, merge_ids
+    (158, 157, [(158, 157)], [300])
+    """
+    singles = {piece: i for i, piece in vocab.items() if len(piece) == 1}
+    missing = [b for b in range(256) if bytes([b]) not in singles]
+    if missing:
+        raise LanternError(f"vocabulary: {len(missing)} single bytes are not tokens (first: {missing[:8]}); "
+                           "a byte-level BPE vocabulary has all 256")
+    byte_ids = [singles[bytes([b])] for b in range(256)]
+    id_of = {bytes([b]): byte_ids[b] for b in range(256)}
     ranks: dict[Pair, int] = {}
     merges: list[Pair] = []
-    for token_id in range(256, len(vocab)):
+    merge_ids: list[int] = []
+    for token_id in sorted(i for i, piece in vocab.items() if len(piece) != 1):
         piece = vocab[token_id]
         splits = [(id_of[piece[:k]], id_of[piece[k:]]) for k in range(1, len(piece))
                   if piece[:k] in id_of and piece[k:] in id_of]
         if len(splits) > 1:
-            ids = bpe_encode_chunk(piece, ranks)
+            ids = bpe_encode_chunk(piece, ranks, byte_ids)
             splits = [tuple(ids)] if len(ids) == 2 else []
         if len(splits) != 1 or piece in id_of:
             raise LanternError(f"vocabulary: token {token_id} {piece!r} is not a merge of two earlier tokens")
         merges.append(splits[0])
+        merge_ids.append(token_id)
         ranks[splits[0]] = token_id
         id_of[piece] = token_id
-    return merges
+    return byte_ids, merges, merge_ids
 
 
-def bpe_encode_chunk(piece: bytes, ranks: dict[Pair, int]) -> list[int]:
+def bpe_encode_chunk(piece: bytes, ranks: dict[Pair, int], byte_ids: Sequence[int] | None = None) -> list[int]:
     """Byte-pair encode one chunk: merge the earliest-learned adjacent pair (leftmost on ties) until none applies.
 
     The readable reference for encoding (the fast path is tiktoken; the tests check that
-    they agree). ``ranks`` maps a merge pair to its new id.
+    they agree). ``ranks`` maps a merge pair to its new id; ``byte_ids`` the id of each
+    byte (default: the byte's value).
 
     >>> bpe_encode_chunk(b"aab", {(97, 98): 256, (97, 256): 257})
     [257]
     >>> bpe_encode_chunk(b"ba", {(97, 98): 256})
     [98, 97]
     """
-    ids = list(piece)
+    ids = list(piece) if byte_ids is None else [byte_ids[b] for b in piece]
     while len(ids) >= 2:
         best, at = None, 0
         for i in range(len(ids) - 1):
@@ -373,28 +497,69 @@ class Tokenizer:
     """
 
     def __init__(self, merges: Sequence[Pair], pattern: str = GPT4_SPLIT_PATTERN,
-                 special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS):
+                 special_tokens: Sequence[str] | dict[str, int] = DEFAULT_SPECIAL_TOKENS, *,
+                 byte_ids: Sequence[int] | None = None, merge_ids: Sequence[int] | None = None,
+                 vocab_size: int | None = None, normalization: str | None = None,
+                 bos_token: str | None = None, eot_token: str = EOT):
+        """Our layout by default (the module docstring). An imported vocabulary gives its
+        own ids: ``byte_ids[b]`` is byte b's id, ``merge_ids[r]`` the id merge r makes
+        (increasing), ``special_tokens`` a dict name -> id, and ``vocab_size`` may exceed
+        the ids used (the unused ones are gaps). ``normalization="NFC"`` normalizes text
+        before encoding. ``bos_token`` starts a prompt (default: ``eot_token``), ``eot_token``
+        separates documents."""
         self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
         self.pattern = pattern
         try:
             regex.compile(pattern)
         except regex.error as err:
             raise LanternError(f"tokenizer pattern: invalid regex ({err})") from None
-        vocab = [bytes([b]) for b in range(256)]
-        for rank, (a, b) in enumerate(self.merges):
-            new_id = 256 + rank
-            if not (0 <= a < new_id and 0 <= b < new_id):
-                raise LanternError(f"merge #{rank} ({a}, {b}): both parts must be earlier tokens (ids < {new_id})")
-            vocab.append(vocab[a] + vocab[b])
-        if len(set(vocab)) != len(vocab):
+        if normalization not in (None, "NFC"):
+            raise LanternError(f"tokenizer normalization {normalization!r}: only None or 'NFC'")
+        self.normalization = normalization
+        self._byte_ids = list(range(256)) if byte_ids is None else [int(i) for i in byte_ids]
+        self._merge_ids = ([256 + r for r in range(len(self.merges))] if merge_ids is None
+                           else [int(i) for i in merge_ids])
+        if len(self._byte_ids) != 256 or len(set(self._byte_ids)) != 256 or min(self._byte_ids) < 0:
+            raise LanternError("byte_ids: need 256 distinct non-negative ids, one per byte")
+        if len(self._merge_ids) != len(self.merges):
+            raise LanternError(f"merge_ids: {len(self._merge_ids)} ids for {len(self.merges)} merges")
+        vocab = {i: bytes([b]) for b, i in enumerate(self._byte_ids)}
+        previous = -1
+        for rank, ((a, b), new_id) in enumerate(zip(self.merges, self._merge_ids)):
+            if a not in vocab or b not in vocab:
+                raise LanternError(f"merge #{rank} ({a}, {b}): both parts must be earlier tokens")
+            if new_id in vocab or new_id <= previous:
+                raise LanternError(f"merge #{rank} makes id {new_id}: merge ids must increase and not reuse "
+                                   "an id (a token's id is its merge rank)")
+            vocab[new_id] = vocab[a] + vocab[b]
+            previous = new_id
+        if len(set(vocab.values())) != len(vocab):
             raise LanternError("merges: two merges produce the same byte string; the merge list is corrupt")
         self._vocab = vocab
-        specials = list(special_tokens)
-        if len(set(specials)) != len(specials) or not all(isinstance(s, str) and s for s in specials):
-            raise LanternError(f"special tokens must be distinct non-empty strings, got {specials!r}")
-        self.special_tokens: dict[str, int] = {s: len(vocab) + i for i, s in enumerate(specials)}
+        if isinstance(special_tokens, dict):
+            specials = {name: int(i) for name, i in special_tokens.items()}
+        else:
+            names = list(special_tokens)
+            if len(set(names)) != len(names):
+                raise LanternError(f"special tokens must be distinct non-empty strings, got {names!r}")
+            specials = {name: max(vocab) + 1 + k for k, name in enumerate(names)}
+        if not all(isinstance(s, str) and s for s in specials):
+            raise LanternError(f"special tokens must be distinct non-empty strings, got {list(specials)!r}")
+        taken = [i for i in specials.values() if i in vocab or i < 0]
+        if taken or len(set(specials.values())) != len(specials):
+            raise LanternError(f"special token ids {sorted(specials.values())} must be distinct, non-negative "
+                               f"and not ids of ordinary tokens (clash: {taken[:5]})")
+        self.special_tokens: dict[str, int] = dict(sorted(specials.items(), key=lambda item: item[1]))
         self._special_bytes = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
-        self.vocab_size = len(vocab) + len(specials)
+        used = max([*vocab, *specials.values()]) + 1
+        self.vocab_size = used if vocab_size is None else int(vocab_size)
+        if self.vocab_size < used:
+            raise LanternError(f"vocab_size={vocab_size} is smaller than the ids used (up to {used - 1})")
+        self._gaps = set(range(self.vocab_size)) - set(vocab) - set(specials.values())
+        for role, name in (("bos_token", bos_token), ("eot_token", eot_token)):
+            if name is not None and (name != EOT or role != "eot_token") and name not in specials:
+                raise LanternError(f"{role}={name!r} is not one of the special tokens {list(specials)}")
+        self.bos_token, self.eot_token = bos_token, eot_token
         self._encoding = self._build_encoding()
 
     def _build_encoding(self):
@@ -403,9 +568,9 @@ class Tokenizer:
         return tiktoken.Encoding(
             name=f"lanternlm-{self.fingerprint()[:12]}",
             pat_str=self.pattern,
-            mergeable_ranks={piece: i for i, piece in enumerate(self._vocab)},
+            mergeable_ranks={piece: i for i, piece in self._vocab.items()},
             special_tokens=dict(self.special_tokens),
-            explicit_n_vocab=self.vocab_size,
+            explicit_n_vocab=None if self._gaps else self.vocab_size,
         )
 
     # ------------------------------------------------------------------ training
@@ -459,6 +624,8 @@ class Tokenizer:
         ``allowed_special`` (or ``allowed_special="all"``). A lone surrogate is an error.
         """
         check_text(text)
+        if self.normalization:
+            text = unicodedata.normalize(self.normalization, text)
         if not allowed_special:
             return self._encoding.encode_ordinary(text)
         return self._encoding.encode(text, allowed_special=self._allowed(allowed_special), disallowed_special=())
@@ -473,6 +640,8 @@ class Tokenizer:
         texts = list(texts)
         for i, text in enumerate(texts):
             check_text(text, where=f"text #{i}")
+        if self.normalization:
+            texts = [unicodedata.normalize(self.normalization, text) for text in texts]
         if not allowed_special:
             encode = self._encoding.encode_ordinary
         else:
@@ -493,6 +662,9 @@ class Tokenizer:
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             bad = next(i for i in ids if not 0 <= i < self.vocab_size)
             raise LanternError(f"token id {bad} is outside this tokenizer's vocabulary (0..{self.vocab_size - 1})")
+        if self._gaps and not self._gaps.isdisjoint(ids):
+            bad = next(i for i in ids if i in self._gaps)
+            raise LanternError(f"token id {bad} is unused in this tokenizer's vocabulary (a gap between its ids)")
         return ids
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -503,6 +675,11 @@ class Tokenizer:
         """Decode ids to text; bytes that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    @property
+    def vocab(self) -> dict[int, bytes]:
+        """Every ordinary (non-special) token: id -> its bytes."""
+        return dict(sorted(self._vocab.items()))
+
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (a special token gives its string's UTF-8 bytes)."""
         (token_id,) = self._check_ids([token_id])
@@ -511,8 +688,8 @@ class Tokenizer:
         return self._vocab[token_id]
 
     def token_byte_lengths(self) -> list[int]:
-        """Bytes of text per token id, 0 for special tokens (for bits-per-byte)."""
-        return [len(piece) for piece in self._vocab] + [0] * len(self.special_tokens)
+        """Bytes of text per token id, 0 for special tokens and gaps (for bits-per-byte)."""
+        return [len(self._vocab.get(i, b"")) for i in range(self.vocab_size)]
 
     def stream_decoder(self) -> "StreamDecoder":
         """A decoder fed one id at a time that only ever emits complete characters."""
@@ -546,8 +723,14 @@ class Tokenizer:
 
     @property
     def eot_id(self) -> int:
-        """Id of ``<|endoftext|>``, the document separator."""
-        return self.special_id(EOT)
+        """Id of ``<|endoftext|>`` (an imported tokenizer's own end of text), the document separator."""
+        return self.special_id(self.eot_token)
+
+    @property
+    def bos_id(self) -> int:
+        """Id that starts a prompt: the document separator, or an imported tokenizer's own
+        begin-of-text token (``<|begin_of_text|>``)."""
+        return self.eot_id if self.bos_token is None else self.special_id(self.bos_token)
 
     @property
     def pad_id(self) -> int:
@@ -557,15 +740,32 @@ class Tokenizer:
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict:
-        """The canonical content: what :meth:`save` writes and :meth:`fingerprint` hashes."""
-        return {
+        """The canonical content: what :meth:`save` writes and :meth:`fingerprint` hashes.
+
+        Our own layout writes version 1; an imported one (:meth:`__init__`'s keywords)
+        version 2 with those of its fields that differ from ours."""
+        d = {
             "format": FORMAT,
             "version": VERSION,
             "pattern": self.pattern,
             "vocab_size": self.vocab_size,
             "special_tokens": dict(self.special_tokens),
-            "merges": [list(pair) for pair in self.merges],
         }
+        layout = {  # field: (value, its value in our layout)
+            "byte_ids": (self._byte_ids, list(range(256))),
+            "merge_ids": (self._merge_ids, [256 + r for r in range(len(self.merges))]),
+            "normalization": (self.normalization, None),
+            "bos_token": (self.bos_token, None),
+            "eot_token": (self.eot_token, EOT),
+        }
+        extra = {key: value for key, (value, default) in layout.items() if value != default}
+        natural = 256 + len(self.merges)
+        if extra or list(self.special_tokens.values()) != list(range(natural, natural + len(self.special_tokens))) \
+                or self.vocab_size != natural + len(self.special_tokens):
+            d["version"] = 2
+            d.update(extra)
+        d["merges"] = [list(pair) for pair in self.merges]
+        return d
 
     def fingerprint(self) -> str:
         """sha256 (hex) of the canonical content: equal for equal tokenizers, stable across save/load."""
@@ -575,8 +775,11 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> None:
         """Write one JSON file (merges one pair per line, so it diffs and reads well)."""
         d = self.to_dict()
-        head = {k: v for k, v in d.items() if k != "merges"}
+        head = {k: v for k, v in d.items() if k not in ("merges", "byte_ids", "merge_ids")}
         lines = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
+        for key in ("byte_ids", "merge_ids"):  # long id lists on one line each
+            if key in d:
+                lines += f',\n  "{key}": {json.dumps(d[key], separators=(",", ":"))}'
         merges = ",\n".join(f"    [{a}, {b}]" for a, b in self.merges)
         atomic_write_text(path, f'{lines},\n  "merges": [\n{merges}\n  ]\n}}\n')
 
@@ -586,27 +789,36 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise LanternError(f"{path}: tokenizer file not found")
-        data = read_json(path, FORMAT)
-        if data.get("version") != VERSION:
-            raise LanternError(f"{path}: field 'version' is {data.get('version')!r}, expected {VERSION}")
+        try:
+            return cls.from_dict(read_json(path, FORMAT))
+        except LanternError as err:
+            raise LanternError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Tokenizer":
+        """The tokenizer of :meth:`to_dict`'s content, each field checked."""
+        if data.get("version") not in (1, 2):
+            raise LanternError(f"field 'version' is {data.get('version')!r}, expected {VERSION} or 2")
         for field, kind in (("pattern", str), ("merges", list), ("special_tokens", dict), ("vocab_size", int)):
             if not isinstance(data.get(field), kind):
-                raise LanternError(f"{path}: field {field!r} is missing or not a {kind.__name__}")
+                raise LanternError(f"field {field!r} is missing or not a {kind.__name__}")
         merges = data["merges"]
         for rank, pair in enumerate(merges):
             if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
-                raise LanternError(f"{path}: field 'merges'[{rank}] is {pair!r}, expected a pair of token ids")
-        specials = sorted(data["special_tokens"].items(), key=lambda item: item[1])
-        expected = [256 + len(merges) + i for i in range(len(specials))]
-        if [i for _, i in specials] != expected:
-            raise LanternError(f"{path}: field 'special_tokens' ids {[i for _, i in specials]} should be "
-                               f"{expected} (right after the {len(merges)} merges)")
-        try:
-            tok = cls(merges, data["pattern"], [name for name, _ in specials])
-        except LanternError as err:
-            raise LanternError(f"{path}: {err}") from None
+                raise LanternError(f"field 'merges'[{rank}] is {pair!r}, expected a pair of token ids")
+        specials = dict(sorted(data["special_tokens"].items(), key=lambda item: item[1]))
+        if data["version"] == 1:
+            expected = [256 + len(merges) + i for i in range(len(specials))]
+            if list(specials.values()) != expected:
+                raise LanternError(f"field 'special_tokens' ids {list(specials.values())} should be "
+                                   f"{expected} (right after the {len(merges)} merges)")
+            tok = cls(merges, data["pattern"], list(specials))
+        else:
+            keys = ("byte_ids", "merge_ids", "normalization", "bos_token")
+            tok = cls(merges, data["pattern"], specials, vocab_size=data["vocab_size"],
+                      eot_token=data.get("eot_token", EOT), **{k: data[k] for k in keys if k in data})
         if tok.vocab_size != data["vocab_size"]:
-            raise LanternError(f"{path}: field 'vocab_size' is {data['vocab_size']} but the merges and "
+            raise LanternError(f"field 'vocab_size' is {data['vocab_size']} but the merges and "
                                f"special tokens make {tok.vocab_size}")
         return tok
 
@@ -614,8 +826,7 @@ class Tokenizer:
         return self.to_dict()
 
     def __setstate__(self, state: dict) -> None:
-        specials = sorted(state["special_tokens"], key=state["special_tokens"].get)
-        self.__init__(state["merges"], state["pattern"], specials)
+        self.__dict__.update(Tokenizer.from_dict(state).__dict__)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
@@ -637,9 +848,9 @@ class Tokenizer:
         """
         lines = [f"# id: [left] + [right] -> [merged]  ({256} byte tokens, {len(self.merges)} merges, "
                  f"{len(self.special_tokens)} special tokens)"]
-        for rank, (a, b) in enumerate(self.merges):
-            lines.append(f"{256 + rank}: [{escape_bytes(self._vocab[a])}] + [{escape_bytes(self._vocab[b])}] "
-                         f"-> [{escape_bytes(self._vocab[256 + rank])}]")
+        for (a, b), new_id in zip(self.merges, self._merge_ids):
+            lines.append(f"{new_id}: [{escape_bytes(self._vocab[a])}] + [{escape_bytes(self._vocab[b])}] "
+                         f"-> [{escape_bytes(self._vocab[new_id])}]")
         lines += [f"{i}: special {name}" for name, i in self.special_tokens.items()]
         return "\n".join(lines)
 
@@ -652,39 +863,48 @@ class Tokenizer:
         """
         return [(i, escape_bytes(self.token_bytes(i))) for i in self._check_ids(ids)]
 
-    def to_hf_json(self, path: str | os.PathLike) -> None:
-        """Export a Hugging Face ``tokenizer.json`` (``tokenizers.Tokenizer.from_file`` loads it).
-
-        Same split regex, byte-level alphabet, BPE merges and special tokens, so it encodes
-        identically to :meth:`encode` with ``allowed_special="all"`` (Hugging Face always
-        recognises added special tokens in text).
-        """
+    def hf_json(self) -> dict:
+        """The Hugging Face ``tokenizer.json`` document of this tokenizer (see :meth:`to_hf_json`)."""
         alphabet = bytes_to_unicode()
 
         def hf(piece: bytes) -> str:
             return "".join(alphabet[b] for b in piece)
 
-        doc = {
+        vocab = self.vocab
+        return {
             "version": "1.0",
             "truncation": None,
             "padding": None,
             "added_tokens": [{"id": i, "content": name, "single_word": False, "lstrip": False, "rstrip": False,
                               "normalized": False, "special": True} for name, i in self.special_tokens.items()],
-            "normalizer": None,
+            "normalizer": {"type": self.normalization} if self.normalization else None,
             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "Split", "pattern": {"Regex": hf_split_pattern(self.pattern)}, "behavior": "Isolated",
+                 "invert": False},
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             ]},
             "post_processor": None,
             "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             "model": {
                 "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                "vocab": {hf(piece): i for i, piece in enumerate(self._vocab)},
-                "merges": [f"{hf(self._vocab[a])} {hf(self._vocab[b])}" for a, b in self.merges],
+                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                # special tokens too, as GPT-2's file has them: Hugging Face takes an added token's id
+                # from the vocabulary, else numbers it after the others (which would lose a gap)
+                "vocab": {hf(piece): i for i, piece in [*vocab.items(), *self._special_bytes.items()]},
+                "merges": [f"{hf(vocab[a])} {hf(vocab[b])}" for a, b in self.merges],
             },
         }
-        atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+
+    def to_hf_json(self, path: str | os.PathLike) -> None:
+        """Export a Hugging Face ``tokenizer.json`` (``tokenizers.Tokenizer.from_file`` loads it).
+
+        Same split regex (rewritten where Hugging Face's engine reads it differently, see
+        :func:`hf_split_pattern`), byte-level alphabet, BPE merges and special tokens, so it
+        encodes identically to :meth:`encode` with ``allowed_special="all"`` (Hugging Face
+        always recognises added special tokens in text). ``ignore_merges`` is on: a chunk that
+        is a whole token becomes that token, as in tiktoken, which :meth:`encode` runs on.
+        """
+        atomic_write_text(path, json.dumps(self.hf_json(), ensure_ascii=False, indent=1) + "\n")
 
 
 class StreamDecoder:

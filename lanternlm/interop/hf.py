@@ -1,4 +1,5 @@
-"""Our models ↔ Hugging Face ``GPT2LMHeadModel`` and ``LlamaForCausalLM``.
+"""Our models ↔ Hugging Face ``GPT2LMHeadModel`` and ``LlamaForCausalLM`` (and, into ours,
+``Qwen2ForCausalLM`` and other Llama-like configs where the mapping is exact).
 
 Needs the optional ``transformers`` package (``pip install lanternlm[hf]``). No hub access:
 :func:`from_hf` takes a model object or a local directory.
@@ -20,6 +21,11 @@ plus ``wte``/``wpe``/``norm_f``/``lm_head`` ↔ ``transformer.wte``/``wpe``/``ln
 (GPT-2) or ``model.embed_tokens``/``model.norm``/``lm_head`` (Llama). GPT-2's ``Conv1D``
 stores weights as (in, out), hence the transposes. Our RoPE uses HF Llama's rotate-half
 layout, so q and k need no permutation.
+
+Our model has one ``bias`` switch for every linear layer. A Hugging Face model with biases
+on some of them only (Qwen2: on q, k and v; Llama's ``attention_bias`` without ``mlp_bias``)
+is read with ``bias=True`` and zero biases where it has none: the same function, exactly.
+Exporting it again writes those zeros.
 """
 
 from __future__ import annotations
@@ -128,22 +134,28 @@ def _config_from_hf(cfg: Any) -> GPTConfig:
             n_head=cfg.n_head, n_embd=cfg.n_embd, mlp_hidden=cfg.n_inner or 4 * cfg.n_embd,
             norm_eps=cfg.layer_norm_epsilon, dropout=0.0, init_std=cfg.initializer_range,
             tie_embeddings=cfg.tie_word_embeddings)
-    if cfg.model_type == "llama":
+    if cfg.model_type in ("llama", "qwen2"):
+        name = "Llama" if cfg.model_type == "llama" else "Qwen2"
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         if head_dim * cfg.num_attention_heads != cfg.hidden_size:
-            raise LanternError(f"HF Llama config: head_dim={head_dim} x {cfg.num_attention_heads}"
+            raise LanternError(f"HF {name} config: head_dim={head_dim} x {cfg.num_attention_heads}"
                                f" heads != hidden_size={cfg.hidden_size}; unsupported")
-        if cfg.hidden_act != "silu" or cfg.attention_bias != getattr(cfg, "mlp_bias", False):
-            raise LanternError("HF Llama config: need hidden_act='silu' and attention_bias == "
-                               "mlp_bias")
+        if cfg.hidden_act != "silu":
+            raise LanternError(f"HF {name} config: hidden_act={cfg.hidden_act!r} unsupported (need 'silu')")
+        if getattr(cfg, "use_sliding_window", False):
+            raise LanternError(f"HF {name} config: use_sliding_window=True (sliding attention on some "
+                               "layers only) is unsupported")
+        bias = (cfg.model_type == "qwen2" or bool(getattr(cfg, "attention_bias", False))
+                or bool(getattr(cfg, "mlp_bias", False)))
         return GPTConfig(
             vocab_size=cfg.vocab_size, block_size=cfg.max_position_embeddings,
             n_layer=cfg.num_hidden_layers, n_head=cfg.num_attention_heads,
             n_kv_head=cfg.num_key_value_heads, n_embd=cfg.hidden_size,
             mlp_hidden=cfg.intermediate_size, pos_encoding="rope", rope_theta=_rope_theta(cfg),
-            norm="rmsnorm", norm_eps=cfg.rms_norm_eps, mlp="swiglu", bias=cfg.attention_bias,
+            norm="rmsnorm", norm_eps=cfg.rms_norm_eps, mlp="swiglu", bias=bias,
             tie_embeddings=cfg.tie_word_embeddings, init_std=cfg.initializer_range)
-    raise LanternError(f"HF model_type {cfg.model_type!r}: only 'gpt2' and 'llama' are supported")
+    raise LanternError(f"HF model_type {cfg.model_type!r} is not supported: lanternlm reads 'gpt2', 'llama' "
+                       "and Llama-like 'qwen2' models")
 
 
 def _to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
@@ -188,8 +200,14 @@ def _to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def _from_hf_state(sd: dict[str, torch.Tensor], c: GPTConfig) -> dict[str, torch.Tensor]:
-    """HF's state dict renamed (and reshaped) into ours: the inverse of :func:`_to_hf_state`."""
+    """HF's state dict renamed (and reshaped) into ours: the inverse of :func:`_to_hf_state`.
+    A Llama-like model's missing biases are zeros (see the module docstring)."""
     out: dict[str, torch.Tensor] = {}
+    sd = dict(sd)
+    if c.bias and family(c) == "llama":
+        for name, weight in list(sd.items()):
+            if name.endswith("_proj.weight") and name.removesuffix("weight") + "bias" not in sd:
+                sd[name.removesuffix("weight") + "bias"] = weight.new_zeros(weight.shape[0])
     if family(c) == "gpt2":
         out["wte.weight"] = sd["transformer.wte.weight"]
         out["wpe.weight"] = sd["transformer.wpe.weight"]
@@ -222,6 +240,44 @@ def _from_hf_state(sd: dict[str, torch.Tensor], c: GPTConfig) -> dict[str, torch
     if not c.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     return out
+
+
+def hf_config_dict(config: GPTConfig, eos_token_id: int | None = None,
+                   dtype: str = "float32") -> dict[str, Any]:
+    """``config.json`` of a Hugging Face model folder: :func:`hf_config` as a dict, with its
+    architecture class, dtype, and ``rope_theta`` also at the top level, where readers
+    written for transformers 4 (vLLM, llama.cpp's converter) look for it."""
+    cfg = hf_config(config, eos_token_id)
+    cfg.architectures = ["GPT2LMHeadModel" if cfg.model_type == "gpt2" else "LlamaForCausalLM"]
+    out = cfg.to_dict()
+    out.update(dtype=dtype, torch_dtype=dtype)
+    if cfg.model_type == "llama":
+        out["rope_theta"] = config.rope_theta
+    return out
+
+
+def hf_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights under Hugging Face's names, contiguous, on the CPU (for safetensors)."""
+    return {k: v.detach().cpu().contiguous() for k, v in _to_hf_state(model).items()}
+
+
+def trim_vocab(model: GPT, vocab_size: int) -> GPT:
+    """``model`` with only the first ``vocab_size`` rows of its embedding and head: the
+    padding rows (the table is padded to a multiple of 64) dropped, so that the vocabulary
+    sizes of weights and tokenizer agree, as llama.cpp requires. Shares the weights."""
+    if vocab_size == model.config.vocab_size:
+        return model
+    if vocab_size > model.config.vocab_size:
+        raise LanternError(f"the tokenizer has {vocab_size} tokens but the model only "
+                           f"{model.config.vocab_size}")
+    config = dataclasses.replace(model.config, vocab_size=vocab_size)
+    rows = ("wte.weight", "lm_head.weight")
+    state = {k: v[:vocab_size] if k in rows else v for k, v in model.state_dict().items()}
+    with torch.device("meta"):
+        trimmed = GPT(config)
+    trimmed.load_state_dict(state, assign=True)
+    trimmed.init_buffers()
+    return trimmed.eval()
 
 
 def to_hf(model: GPT, eos_token_id: int | None = None) -> Any:

@@ -1,0 +1,148 @@
+"""`lantern import`: random-weight transformers models (grouped-query attention, untied head,
+non-default rope θ, Qwen2's q/k/v biases, GPT-2) come in as runs whose greedy tokens equal
+`transformers.generate`, with their own permuted-id tokenizer; from a folder or the hub cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from lanternlm.cli import main
+from lanternlm.errors import LanternError
+from lanternlm.interop.export import export_hf
+from lanternlm.interop.importing import ImportConfig, import_model
+from lanternlm.run import Run
+from lanternlm.sampling import SamplingParams
+from lanternlm.tokenizer import Tokenizer
+
+from interop_helpers import TEXTS, hf_document
+
+transformers = pytest.importorskip("transformers", reason="needs the [hf] extra (transformers)")
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_doc():
+    """A tokenizer.json whose single bytes are not ids 0-255 and whose special ids have gaps."""
+    return hf_document(Tokenizer.train(TEXTS, 360, special_tokens=SPECIALS, backend="python"), seed=1)
+
+
+def vocab_size(doc) -> int:
+    return 1 + max([*doc["model"]["vocab"].values(), *(t["id"] for t in doc["added_tokens"])])
+
+
+def hf_models(vocab: int) -> dict:
+    common = dict(vocab_size=vocab, initializer_range=0.1)
+    llama = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=160, **common)
+    return {
+        "llama-gqa-untied": transformers.LlamaConfig(num_key_value_heads=2, rope_theta=5000.0,
+                                                     tie_word_embeddings=False, **llama),
+        "qwen2-biases-tied": transformers.Qwen2Config(num_key_value_heads=1, rope_theta=1e6,
+                                                      tie_word_embeddings=True, **llama),
+        "gpt2": transformers.GPT2Config(n_positions=160, n_embd=64, n_layer=2, n_head=4, **common),
+    }
+
+
+def hf_folder(path, config, doc, seed=0):
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # random biases too (init leaves them zero), so their mapping is tested
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    model.save_pretrained(path)
+    (path / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    (path / "tokenizer_config.json").write_text(json.dumps({  # the class that reads tokenizer.json as it is
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "chat_template": TEMPLATE}))
+    return model
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-untied", "qwen2-biases-tied", "gpt2"])
+def test_imported_models_generate_what_transformers_generates(name, tmp_path, tokenizer_doc):
+    config = hf_models(vocab_size(tokenizer_doc))[name]
+    theirs = hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    run = Run(import_model(ImportConfig(source=str(tmp_path / "hf")), tmp_path / "run"))
+    assert run.stage == "import" and not run.chat and run.record["hf"]["chat_template"] == TEMPLATE
+    tok = run.tokenizer
+    prompt = [tok.eot_id] + tok.encode("I love pizza! The lanterns 0000")
+    # (the file itself: for model_type qwen2, transformers 5's AutoTokenizer rebuilds Qwen2's own split)
+    file = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
+    assert prompt == [tok.eot_id] + file.encode("I love pizza! The lanterns 0000", add_special_tokens=False)
+    ours = run.model("cpu")
+    with torch.no_grad():
+        diff = (ours(torch.tensor([prompt])).logits - theirs(torch.tensor([prompt])).logits).abs().max().item()
+    assert diff <= 1e-4
+    mine = run.engine("cpu").generate([prompt], max_tokens=64, sampling=SamplingParams(temperature=0.0))[0]
+    greedy = transformers.GenerationConfig(max_new_tokens=64, do_sample=False)
+    with torch.no_grad():
+        hf = theirs.generate(torch.tensor([prompt]), generation_config=greedy)[0, len(prompt):]
+    assert len(mine.tokens) == 64 and mine.tokens == hf.tolist()
+    if name.startswith("qwen2"):  # q/k/v biases kept, the others zero (and left out of a GGUF file)
+        state = ours.state_dict()
+        assert state["blocks.0.attn.qkv.bias"].abs().sum() > 0 and not state["blocks.0.attn.proj.bias"].any()
+        gguf = pytest.importorskip("gguf")
+        from lanternlm.interop.gguf import export_gguf
+
+        names = {t.name for t in gguf.GGUFReader(export_gguf(run, tmp_path / "q.gguf")).tensors}
+        assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"} <= names
+        assert not {"blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"} & names
+
+
+def test_an_imported_run_exports_back_and_runs_the_commands(tmp_path, tokenizer_doc, capsys):
+    config = hf_models(vocab_size(tokenizer_doc))["llama-gqa-untied"]
+    original = hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 0
+    folder = export_hf(tmp_path / "run", tmp_path / "again")
+    back = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    idx = torch.randint(0, config.vocab_size, (1, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (back(idx).logits - original(idx).logits).abs().max().item() <= 1e-4
+    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == TEMPLATE
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "I love", "--temperature", "0", "--max-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("I love")
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2  # never over a run
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_hub_id_from_a_prepopulated_cache(tmp_path, tokenizer_doc):
+    config = hf_models(vocab_size(tokenizer_doc))["gpt2"]
+    hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--lantern--tiny-gpt2"
+    shutil.copytree(tmp_path / "hf", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    source = ImportConfig(source="lantern/tiny-gpt2", offline=True, cache_dir=str(tmp_path / "cache"))
+    run = Run(import_model(source, tmp_path / "run"))
+    assert run.model_config.n_layer == 2 and run.record["config"]["source"] == "lantern/tiny-gpt2"
+    with pytest.raises(LanternError, match="cannot get this model in the huggingface_hub cache"):
+        import_model(ImportConfig(source="lantern/absent", offline=True, cache_dir=str(tmp_path / "cache")),
+                     tmp_path / "run2")
+
+
+def test_unsupported_models_name_what_is_unsupported(tmp_path, tokenizer_doc):
+    vocab = vocab_size(tokenizer_doc)
+    llama = hf_models(vocab)["llama-gqa-untied"]
+    cases = {
+        "model_type 'gpt_neox' is not supported": transformers.GPTNeoXConfig(
+            vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4),
+        "rope type 'linear'": transformers.LlamaConfig(**{**llama.to_dict(), "rope_scaling": {
+            "rope_type": "linear", "factor": 2.0}}),
+        "use_sliding_window=True": transformers.Qwen2Config(
+            vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+            use_sliding_window=True, sliding_window=16),
+    }
+    for k, (message, config) in enumerate(cases.items()):
+        hf_folder(tmp_path / f"hf{k}", config, tokenizer_doc)
+        with pytest.raises(LanternError, match=message):
+            import_model(ImportConfig(source=str(tmp_path / f"hf{k}")), tmp_path / f"run{k}")
+        assert not (tmp_path / f"run{k}").exists()
+    with pytest.raises(LanternError, match="no such model folder"):
+        import_model(ImportConfig(source=str(tmp_path / "missing")), tmp_path / "run")
