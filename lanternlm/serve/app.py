@@ -31,7 +31,7 @@ from ..generate import encode_prompt
 from ..log import logger
 from . import ServeConfig, glass, schema
 from .completions import (ApiError, Choice, Job, Served, chat_prompt, check_stream_options, engine_request,
-                          logprob_of, new_id, sse, stop_strings, token_logprob, usage)
+                          finish_reason, logprob_of, new_id, sse, stop_strings, token_logprob, usage)
 from .worker import Busy, Worker
 
 try:
@@ -324,6 +324,7 @@ def _chat_chunks(job: Job, batches: AsyncIterator[list], choices: list[Choice], 
             yield chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None})
         async for batch in batches:
+            out = []
             for i, piece, scored in _feed(job, choices, batch):
                 delta: dict[str, Any] = {}
                 if piece.content:
@@ -331,10 +332,12 @@ def _chat_chunks(job: Job, batches: AsyncIterator[list], choices: list[Choice], 
                 if piece.reasoning:
                     delta["reasoning_content"] = delta["reasoning"] = piece.reasoning
                 entries = [token_logprob(served.tokenizer, e, top).model_dump() for e in scored] if logprobs else []
-                done = choices[i].finish
+                done = finish_reason(piece.finish_reason)
                 if delta or entries or done:
-                    yield chunk({"index": i, "delta": delta, "finish_reason": done,
-                                 "logprobs": {"content": entries} if logprobs else None})
+                    out.append(chunk({"index": i, "delta": delta, "finish_reason": done,
+                                      "logprobs": {"content": entries} if logprobs else None}))
+            if out:
+                yield "".join(out)  # one write for the batch's chunks
         if include_usage:
             yield sse({**head, "object": "chat.completion.chunk", "choices": [],
                        "usage": usage(prompt_tokens, choices).model_dump()})
@@ -364,8 +367,9 @@ def _completion_chunks(jobs: list[Job], started: list, choices: list[list[Choice
                 for s, piece, scored in _feed(jobs[i], choices[i], batch):
                     lp = _legacy_logprobs(tokenizer, [], scored, top, offsets[s]) if logprobs else None
                     offsets[s] += len(piece.content)
-                    if piece.content or scored or choices[i][s].finish:
-                        yield chunk(i * n + s, piece.content, choices[i][s].finish, lp)
+                    done = finish_reason(piece.finish_reason)
+                    if piece.content or scored or done:
+                        yield chunk(i * n + s, piece.content, done, lp)
         if include_usage:
             yield sse({**head, "object": "text_completion", "choices": [],
                        "usage": usage(prompt_tokens, [c for g in choices for c in g]).model_dump()})

@@ -84,9 +84,13 @@ class Job:
         self.over = False
 
     async def batches(self) -> AsyncIterator[list[TokenEvent]]:
-        """Each step's events; an engine refusal (prompt too long, ...) raises LanternError."""
+        """The events of the steps done since the last batch (one step's, when the client
+        keeps up; several, joined, when it lags, so that a slow reader costs fewer writes);
+        an engine refusal (prompt too long, ...) raises LanternError."""
         while not self.over:
             item = await self.queue.get()
+            while isinstance(item, list) and not self.queue.empty() and isinstance(self.queue._queue[0], list):
+                item = item + self.queue.get_nowait()
             if item is None:
                 self.over = True
             elif isinstance(item, Exception):
