@@ -50,12 +50,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prompts(run, n: int) -> list:
-    """Chat messages (chat runs) or texts (base runs): held-out task questions."""
+def prompts(chat: bool, n: int) -> list:
+    """Chat messages (``chat``) or texts: task questions."""
     from lanternlm.tasks import make_sft_mixture
 
     conversations = make_sft_mixture(["letters", "arithmetic", "reverse", "glue"], max(1, n // 4 + 1), seed=7)
-    if run.chat:
+    if chat:
         return [[m for m in c if m["role"] == "user"][:1] for c in conversations][:n]
     return [c[-1]["content"] for c in conversations][:n]
 
@@ -175,7 +175,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     run = Run(args.run)
-    asks = prompts(run, max(args.requests, args.speed_requests))
+    asks = prompts(run.chat, max(args.requests, args.speed_requests))
     key = "messages" if run.chat else "prompt"
     path = "/v1/chat/completions" if run.chat else "/v1/completions"
     name = Path(args.run).resolve().name
