@@ -216,6 +216,11 @@ def test_completions_echo_scores_the_prompt(client, runs):
                                        logprobs=0)
     assert by_ids.choices[0].logprobs.token_logprobs[0] is None
     assert by_ids.choices[0].logprobs.token_logprobs[1:] == pytest.approx(want, abs=1e-4)
+    # a stop token is not text, but it is listed with its log-probability, as OpenAI does
+    thinker_prompt = render_for_generation(HI, tokenizer, "high")
+    ended = client.completions.create(model="thinker", prompt=thinker_prompt, max_tokens=50, temperature=0, logprobs=1)
+    assert ended.choices[0].finish_reason == "stop" and ended.choices[0].logprobs.tokens[-1] == "<|end|>"
+    assert not ended.choices[0].text.endswith("<|end|>")
     both = client.completions.create(model="base", prompt=["a", "b"], max_tokens=3, seed=1, n=2)
     assert [c.index for c in both.choices] == [0, 1, 2, 3]
 
@@ -403,13 +408,15 @@ def test_glass_box_endpoints_equal_the_inspection_functions(served, runs):
                      json={"model": "chat", "text": "the cat", "k": 4, "settings": settings}).json()
     want = next_token_view(model, tokenizer, "the cat", 4, {"cool": SamplingParams(temperature=0.5),
                                                               "k2": SamplingParams(top_k=2)})
-    assert [tuple(c) for c in got["candidates"]] == want.candidates
+    assert [(c["id"], c["label"]) for c in got["candidates"]] == want.candidates
     assert got["raw"]["probs"] == pytest.approx(want.raw.probs)
     assert [s["kept"] for s in got["settings"]] == [want.settings[0].kept, 2]
     att = httpx.post(served.url + "/v1/inspect/attention",
                      json={"model": "chat", "text": "the cat sat", "layer": 0, "head": 1, "query": "at"}).json()
     view = attention_view(model, tokenizer, "the cat sat", 0, 1, "at")
     assert att["labels"] == view.labels and sum(att["matrix"], []) == pytest.approx(sum(view.matrix, [])) and att["query"] == view.query
+    assert [(t["index"], t["label"]) for t in att["top"]] == [(i, label) for i, label, _ in view.top]
+    assert [t["weight"] for t in att["top"]] == pytest.approx([w for _, _, w in view.top])
     bad = httpx.post(served.url + "/v1/inspect/attention", json={"model": "chat", "text": "x", "layer": 5})
     assert bad.status_code == 400 and "layer" in bad.json()["error"]["message"]
     emb = httpx.post(served.url + "/v1/inspect/embeddings", json={"model": "chat", "words": ["the", "cat"], "k": 3}).json()

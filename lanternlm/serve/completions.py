@@ -132,7 +132,7 @@ class Choice:
         self.finish: str | None = None
         self.content: list[str] = []
         self.reasoning: list[str] = []
-        self.scored: list[TokenEvent] = []  # the content tokens' events
+        self.scored: list[TokenEvent] = []  # the content tokens' events (and a completion's stop token)
 
     def add(self, event: TokenEvent) -> tuple[ReplyPiece, list[TokenEvent]]:
         """Take one event; returns what it added and the content-token events it added.
@@ -143,7 +143,9 @@ class Choice:
         else:
             piece = ReplyPiece("", *self.text.push(event.token, event.finish_reason))
         self.reasoning_tokens += piece.thinking_token
-        scored = [event] if not piece.thinking_token and event.finish_reason != "stop" else []
+        # a stop token is not text, but a plain completion lists it with its log-probability
+        # (as OpenAI's completions do; harnesses count on the prompt's tokens being followed by one)
+        scored = [event] if not piece.thinking_token and (event.finish_reason != "stop" or self.reply is None) else []
         self.scored += scored
         self.content.append(piece.content)
         self.reasoning.append(piece.reasoning)

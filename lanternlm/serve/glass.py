@@ -35,16 +35,20 @@ def add_routes(app, model: Callable[[str], Served]) -> None:
         settings = None if body.settings is None else {
             s.name: SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p)
             for s in body.settings}
-        return await _in_worker(served, lambda: next_token_view(served.engine.model, served.tokenizer, body.text,
+        view = await _in_worker(served, lambda: next_token_view(served.engine.model, served.tokenizer, body.text,
                                                                 body.k, settings, body.bos))
+        view["candidates"] = [{"id": t, "label": label} for t, label in view["candidates"]]
+        return view
 
     @app.post("/v1/inspect/attention", response_model=schema.AttentionOut)
     async def attention(body: schema.AttentionRequest) -> dict:
         from ..inspect.attention import attention_view
 
         served = model(body.model)
-        return await _in_worker(served, lambda: attention_view(served.engine.model, served.tokenizer, body.text,
+        view = await _in_worker(served, lambda: attention_view(served.engine.model, served.tokenizer, body.text,
                                                                body.layer, body.head, body.query, bos=body.bos))
+        view["top"] = [{"index": i, "label": label, "weight": w} for i, label, w in view["top"]]
+        return view
 
     @app.post("/v1/inspect/embeddings", response_model=schema.EmbeddingsOut)
     async def embeddings(body: schema.EmbeddingsRequest) -> dict:

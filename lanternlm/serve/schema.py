@@ -298,10 +298,15 @@ class DistributionOut(_Response):
     entropy: float
 
 
+class Candidate(_Response):
+    id: int
+    label: str
+
+
 class NextTokenOut(_Response):
     text: str
     ids: list[int]
-    candidates: list[tuple[int, str]]
+    candidates: list[Candidate] = Field(..., description="the raw distribution's top tokens, most likely first")
     raw: DistributionOut
     settings: list[DistributionOut]
 
@@ -312,6 +317,12 @@ class AttentionRequest(InspectText):
     query: Optional[str] = Field(None, description="a token of the text whose row is summarised")
 
 
+class Attended(_Response):
+    index: int
+    label: str
+    weight: float
+
+
 class AttentionOut(_Response):
     ids: list[int]
     labels: list[str]
@@ -319,7 +330,7 @@ class AttentionOut(_Response):
     head: int
     matrix: list[list[float]] = Field(..., description="matrix[i][j]: how much position i attends to j")
     query: Optional[int] = None
-    top: list[tuple[int, str, float]] = []
+    top: list[Attended] = Field([], description="the query row's most attended positions")
     sliding_window: Optional[int] = None
     rollout: Optional[list[list[float]]] = None
 
