@@ -18,8 +18,10 @@ next shard. ``bytes`` per split is the UTF-8 size of its documents (for bits per
 Which split a document goes to depends only on its text (:func:`is_validation`),
 so the split is stable when the corpus grows or is reordered. Writing streams:
 texts are tokenized in batches of about ``batch_bytes`` and appended to the open
-shard; memory does not grow with the corpus. The manifest is written last and
-atomically: a folder without one is unfinished.
+shard; memory does not grow with the corpus. Everything is written into a hidden
+``.partial-*`` folder inside the output first and moved in only when complete (the
+manifest last, atomically: a folder without one is unfinished), so a failed run (a bad
+source line, a typo in a path) leaves the folder's earlier shards as they were.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
 FORMAT = "lanternlm-shards/1"
 SPLITS = ("train", "val")
 _SHARD_FILE = re.compile(r"^(?:train|val)_\d{5}\.bin$")
+_STAGING = ".partial-"  # the folder inside the output where a ShardWriter writes before swapping in
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -123,17 +128,17 @@ class ShardWriter:
         if not 0.0 <= val_fraction < 1.0:
             raise LanternError(f"val_fraction must be in [0, 1), not {val_fraction}")
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise LanternError(f"{self.out_dir}: is a file; give a folder for the shards")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "manifest.json").unlink(missing_ok=True)       # unfinished until the new one lands
-        for stale in self.out_dir.iterdir():
-            if _SHARD_FILE.match(stale.name):
-                stale.unlink()
+        # Everything is written here first; the old shards stay until finish() swaps the new ones in.
+        self.staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=self.out_dir))
         self.tokenizer = tokenizer
         self.dtype = dtype_for(tokenizer.vocab_size)
         self.eot_id = tokenizer.eot_id
         self.val_fraction = val_fraction
         self.batch_bytes = batch_bytes
-        self.writers = {split: _SplitWriter(self.out_dir, split, self.dtype, shard_tokens, self.eot_id)
+        self.writers = {split: _SplitWriter(self.staging, split, self.dtype, shard_tokens, self.eot_id)
                         for split in SPLITS}
         self._batch: list[str] = []
         self._batch_size = 0
@@ -144,6 +149,7 @@ class ShardWriter:
     def __exit__(self, *exc) -> None:
         for writer in self.writers.values():
             writer._close_shard()
+        shutil.rmtree(self.staging, ignore_errors=True)  # unfinished: the folder keeps its old shards
 
     def add(self, text: str) -> None:
         """Queue one document; tokenization happens in batches."""
@@ -174,7 +180,7 @@ class ShardWriter:
         """Flush, close the shards, save the tokenizer, then write ``manifest.json`` (atomically, last)."""
         self._flush()
         splits = {split: writer.close() for split, writer in self.writers.items()}
-        self.tokenizer.save(self.out_dir / "tokenizer.json")
+        self.tokenizer.save(self.staging / "tokenizer.json")
         manifest = {
             "format": FORMAT,
             "tokenizer": {"file": "tokenizer.json", "fingerprint": self.tokenizer.fingerprint(),
@@ -187,8 +193,23 @@ class ShardWriter:
             logger.warning("%s: no document fell into the validation split (val_fraction=%s, %d documents); "
                            "use more, smaller documents (e.g. --text-split chunk) or a larger --val-fraction",
                            self.out_dir, self.val_fraction, splits["train"]["documents"])
-        atomic_write_text(self.out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(self.staging / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        _swap_in(self.staging, self.out_dir)
         return manifest
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace the shards, tokenizer and manifest of ``out_dir`` by those written in
+    ``staging`` (renames on one file system, the manifest last); other files stay."""
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # unfinished until the new one lands
+    for stale in out_dir.iterdir():
+        if _SHARD_FILE.match(stale.name):
+            stale.unlink()
+        elif stale.name.startswith(_STAGING) and stale != staging:  # left by an interrupted run
+            shutil.rmtree(stale, ignore_errors=True)
+    for new in sorted(staging.iterdir(), key=lambda p: p.name == "manifest.json"):
+        os.replace(new, out_dir / new.name)
+    staging.rmdir()
 
 
 # --------------------------------------------------------------------------- reading
