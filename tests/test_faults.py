@@ -43,3 +43,26 @@ def test_1_a_failed_prepare_leaves_the_existing_shards(tokenizer, tmp_path):
     assert open_shards(out, verify=True).manifest == before
     again = prepare([str(good)], out, tokenizer, **settings)           # a good run still replaces them
     assert again["splits"] == before["splits"] and not list(out.glob(".partial-*"))
+
+
+# --------------------------------------------------------------------------- 2. the download cache
+
+
+def test_2_downloads_are_cached_by_the_whole_url(tmp_path, caplog):
+    import logging
+
+    from lanternlm.data.download import download
+    from test_data_download import Server
+
+    server = Server({"a/input.txt": b"first corpus\n", "b/input.txt": b"second corpus\n"})
+    try:
+        caplog.set_level(logging.WARNING, logger="lanternlm")
+        first = download(f"{server.url}/a/input.txt", cache=tmp_path)
+        second = download(f"{server.url}/b/input.txt", cache=tmp_path)
+    finally:
+        server.close()
+    assert first.read_bytes() == b"first corpus\n" and second.read_bytes() == b"second corpus\n"
+    assert first != second and first.name.endswith("-input.txt")
+    assert caplog.text.count("trusting on first use") == 2
+    assert second.with_name(second.name + ".sha256").read_text().split()[0] == \
+        __import__("hashlib").sha256(b"second corpus\n").hexdigest()

@@ -144,7 +144,7 @@ def get(name: str, cache: str | Path | None = None, *, mirror: str | None = None
         return _python_docs(root)
     if name in DOWNLOADS:
         entry = DOWNLOADS[name]
-        url = entry.url if mirror is None else mirror.rstrip("/") + "/" + filename_for(entry.url)
+        url = entry.url if mirror is None else mirror.rstrip("/") + "/" + entry.url.rsplit("/", 1)[-1]
         path = download(url, entry.sha256, cache=cache, filename=filename_for(entry.url))
         kind = "parquet" if path.suffix == ".parquet" else "text"
         return Corpus(name, (path,), kind, dict(entry.read), sha256_file(path), path.stat().st_size)
