@@ -151,6 +151,37 @@ def check_text(text: str, where: str = "text") -> None:
         ) from None
 
 
+#: Texts a split pattern must cut into non-empty pieces that join back to them: letters,
+#: punctuation, digits, tabs, both newlines, accents, symbols and CJK.
+PATTERN_PROBES = ("Hello, world!", "It's 2024:\tnaïve café ☕ (a+b)=c;", "  日本語\r\n\n x_y-z  ")
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise :class:`LanternError` unless ``pattern`` is a regex that cuts text into
+    non-empty pieces covering all of it (text outside the pieces would be dropped
+    silently; an empty piece makes every encode fail). Checked on :data:`PATTERN_PROBES`.
+
+    >>> check_pattern(GPT4_SPLIT_PATTERN)
+    >>> check_pattern("[A-Za-z]+")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: tokenizer pattern '[A-Za-z]+' does not cover all text: 'Hello, world!' would be encoded as 'Helloworld'; use the default pattern or one whose pieces cover every character
+    """
+    try:
+        split = regex.compile(pattern)
+    except (regex.error, TypeError) as err:
+        raise LanternError(f"tokenizer pattern {pattern!r}: invalid regex ({err})") from None
+    for text in PATTERN_PROBES:
+        pieces = split.findall(text)
+        if "" in pieces:
+            raise LanternError(f"tokenizer pattern {pattern!r} matches empty pieces (in {text!r}); "
+                               "every piece must hold at least one character")
+        if "".join(pieces) != text:
+            raise LanternError(f"tokenizer pattern {pattern!r} does not cover all text: {text!r} would be "
+                               f"encoded as {''.join(pieces)!r}; use the default pattern or one whose pieces "
+                               "cover every character")
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from each byte to a printable character (used by Hugging Face's ByteLevel).
 
@@ -375,11 +406,8 @@ class Tokenizer:
     def __init__(self, merges: Sequence[Pair], pattern: str = GPT4_SPLIT_PATTERN,
                  special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS):
         self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
+        check_pattern(pattern)
         self.pattern = pattern
-        try:
-            regex.compile(pattern)
-        except regex.error as err:
-            raise LanternError(f"tokenizer pattern: invalid regex ({err})") from None
         vocab = [bytes([b]) for b in range(256)]
         for rank, (a, b) in enumerate(self.merges):
             new_id = 256 + rank
@@ -420,6 +448,7 @@ class Tokenizer:
         Both backends give the same merges. If the corpus runs out of pairs first, the
         vocabulary is smaller than asked (a warning says so).
         """
+        check_pattern(pattern)
         specials = list(special_tokens)
         smallest = 256 + len(specials) + 1
         if not isinstance(vocab_size, int) or vocab_size < smallest:

@@ -66,3 +66,21 @@ def test_2_downloads_are_cached_by_the_whole_url(tmp_path, caplog):
     assert caplog.text.count("trusting on first use") == 2
     assert second.with_name(second.name + ".sha256").read_text().split()[0] == \
         __import__("hashlib").sha256(b"second corpus\n").hexdigest()
+
+
+# --------------------------------------------------------------------------- 3. the split pattern
+
+
+@pytest.mark.parametrize("pattern, message", [
+    (r"\w+", r"does not cover all text: 'Hello, world!' would be encoded as 'Helloworld'"),
+    ("", "matches empty pieces"),
+    ("([", "invalid regex"),
+])
+def test_3_a_pattern_that_loses_text_is_refused_at_train_and_load(tmp_path, pattern, message):
+    with pytest.raises(LanternError, match=message):
+        Tokenizer.train(["Hello, world!"] * 3, vocab_size=256 + 8 + 2, pattern=pattern)
+    good = Tokenizer.train(["Hello, world!"] * 3, vocab_size=256 + 8 + 2)
+    saved = good.to_dict() | {"pattern": pattern}
+    (tmp_path / "tok.json").write_text(json.dumps(saved))          # edited by hand after training
+    with pytest.raises(LanternError, match=rf"tok\.json: .*{message}"):
+        Tokenizer.load(tmp_path / "tok.json")
