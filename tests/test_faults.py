@@ -14,6 +14,19 @@ from lanternlm.data.sources import ReadConfig
 from lanternlm.errors import LanternError
 from lanternlm.tokenizer import Tokenizer
 from test_data_shards import make_docs
+from test_train import make_shards, tiny_config
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+def strict_lines(path):
+    """The JSON lines of ``path``, refusing NaN and Infinity (which are not JSON)."""
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +97,41 @@ def test_3_a_pattern_that_loses_text_is_refused_at_train_and_load(tmp_path, patt
     (tmp_path / "tok.json").write_text(json.dumps(saved))          # edited by hand after training
     with pytest.raises(LanternError, match=rf"tok\.json: .*{message}"):
         Tokenizer.load(tmp_path / "tok.json")
+
+
+# --------------------------------------------------------------------------- 5. divergence
+
+
+@pytest.mark.parametrize("field, value, rule", [
+    ("lr", float("nan"), "must be a finite number"), ("lr", float("inf"), "must be a finite number"),
+    ("beta2", 1.5, r"must be in \[0, 1\)"), ("beta1", -0.1, r"must be in \[0, 1\)"),
+    ("weight_decay", float("nan"), "must be a finite number"),
+    ("grad_clip", float("inf"), "must be a finite number"),
+    ("max_minutes", float("nan"), "must be a finite number"),
+])
+def test_5_impossible_optimizer_settings_are_refused(shards, tmp_path, field, value, rule):
+    from lanternlm.train.pretrain import pretrain
+
+    with pytest.raises(LanternError, match=rf"{field}=.* is invalid: {rule}"):
+        pretrain(tiny_config(shards, **{field: value}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_5_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(shards, tmp_path):
+    import torch
+
+    from lanternlm.checkpoint import load_model
+    from lanternlm.train.checkpoint import latest_checkpoint
+    from lanternlm.train.pretrain import pretrain
+
+    run = tmp_path / "run"
+    with pytest.raises(LanternError, match=r"diverged at step \d+ \(.*nan.*checkpoint, step_\d+, is "
+                                           r"finite and kept.*lower --lr \(now 1e\+06\)"):
+        pretrain(tiny_config(shards, lr=1e6, warmup_steps=0, max_steps=40, checkpoint_every=1,
+                             grad_clip=0.0), run)
+    lines = strict_lines(run / "metrics.jsonl")                       # valid JSON, no NaN logged
+    kept = latest_checkpoint(run)
+    assert int(kept.name.split("_")[1]) == lines[-1]["step"]          # the last logged step was checkpointed
+    model = load_model(kept)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert load_model(run).state_dict().keys() == model.state_dict().keys()

@@ -133,6 +133,9 @@ def check_config(config: Any, name: str) -> None:
     def bad(field_name: str, rule: str) -> LanternError:
         return LanternError(f"{name} config: {field_name}={getattr(config, field_name)!r} is invalid: {rule}")
 
+    for f in dataclasses.fields(config):
+        if isinstance(getattr(config, f.name), float) and not math.isfinite(getattr(config, f.name)):
+            raise bad(f.name, "must be a finite number")
     for key in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "checkpoint_every",
                 "keep_checkpoints"):
         if getattr(config, key) < 1:
@@ -155,6 +158,22 @@ def check_config(config: Any, name: str) -> None:
     for key in ("grad_clip", "weight_decay", "warmup_steps", "early_stop_patience"):
         if getattr(config, key) < 0:
             raise bad(key, "must be >= 0")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(config, key) < 1:
+            raise bad(key, "must be in [0, 1)")
+
+
+def check_finite(name: str, line: dict[str, Any], run_dir: Path, lr: float) -> None:
+    """Stop a run whose loss or gradient norm is no longer finite (it diverged), before
+    the line is logged or a checkpoint of its weights is written: the last finite one stays."""
+    bad = [f"{key} {line[key]}" for key in ("train_loss", "grad_norm", "val_loss")
+           if key in line and not math.isfinite(line[key])]
+    if bad:
+        last = latest_checkpoint(run_dir)
+        kept = (f"the last checkpoint, {last.name}, is finite and kept" if last is not None
+                else "no checkpoint was written before")
+        raise LanternError(f"{name}: the run diverged at step {line['step']} ({', '.join(bad)}); {kept}. "
+                           f"Start again with a lower --lr (now {lr:g}) or a longer --warmup-steps")
 
 
 def autocast(dtype: str, device: torch.device):
@@ -482,6 +501,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                 if (config.early_stop_patience > 0 and "val_loss" in scores
                         and plateau.update(scores["val_loss"]) and not last):
                     last, checkpointed, stop_reason = True, True, "plateau"
+            check_finite(name, record, run_dir, config.lr)
             if info.is_main:
                 metrics.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", refresh=False,  # shown at the next redraw
