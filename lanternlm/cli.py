@@ -802,8 +802,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a training loop says where it stopped and how to go on
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -135,3 +135,53 @@ def test_5_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(shards, tm
     model = load_model(kept)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert load_model(run).state_dict().keys() == model.state_dict().keys()
+
+
+# --------------------------------------------------------------------------- 4. Ctrl-C and SIGTERM
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_4_a_signal_writes_a_checkpoint_and_the_resumed_run_is_bit_identical(shards, tmp_path, monkeypatch, signum):
+    import os
+    import signal
+
+    from lanternlm.train import loop
+    from lanternlm.train.checkpoint import latest_checkpoint
+    from lanternlm.train.metrics import read_metrics
+    from lanternlm.train.pretrain import pretrain
+
+    config = tiny_config(shards, max_steps=10, checkpoint_every=500, eval_every=500)
+    pretrain(config, tmp_path / "ref")
+
+    real_lr_at = loop.lr_at
+
+    def lr_at(schedule, step, **kw):  # the signal arrives in the middle of step 4
+        if step == 3:
+            os.kill(os.getpid(), getattr(signal, signum))
+        return real_lr_at(schedule, step, **kw)
+
+    monkeypatch.setattr(loop, "lr_at", lr_at)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt, match=rf"interrupted by {signum} at step 4; .*--resume"):
+        pretrain(config, run)
+    assert latest_checkpoint(run).name == "step_0000004"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(loop, "lr_at", real_lr_at)
+    pretrain(config, run, resume=True)
+    ref, got = read_metrics(tmp_path / "ref" / "metrics.jsonl"), read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in got] == list(range(1, 11))
+    for key in ("train_loss", "lr", "grad_norm"):
+        assert [r[key] for r in got] == [r[key] for r in ref], key
+
+
+def test_4_resume_without_a_checkpoint_says_there_is_nothing_to_resume(shards, tmp_path):
+    from lanternlm.train.pretrain import pretrain
+
+    run = tmp_path / "run"
+    pretrain(tiny_config(shards, max_steps=2), run)
+    __import__("shutil").rmtree(run / "checkpoints")                 # as if killed before its first
+    metrics = (run / "metrics.jsonl").read_text()
+    with pytest.raises(LanternError, match="nothing to resume: the run stopped before its first checkpoint"):
+        pretrain(tiny_config(shards, max_steps=3), run, resume=True)
+    assert (run / "metrics.jsonl").read_text() == metrics             # nothing truncated
+    assert pretrain(tiny_config(shards, max_steps=3), run)["steps"] == 3  # started again on purpose

@@ -320,17 +320,15 @@ def test_bad_inputs_are_clear_errors(tmp_path, shards):
         pretrain(tiny_config(shards, max_steps=4, lr=0.5), tmp_path / "r6", resume=True)
 
 
-def test_resume_needs_a_run_and_restarts_one_stopped_before_its_first_checkpoint(tmp_path, shards, caplog):
-    import logging
-
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path, shards):
     with pytest.raises(LanternError, match="nothing to resume"):
         pretrain(tiny_config(shards, max_steps=2), tmp_path / "none", resume=True)
     run = tmp_path / "early"
     pretrain(tiny_config(shards, max_steps=2), run)
     ckpt_mod.shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
-    caplog.set_level(logging.WARNING, logger="lanternlm")
-    summary = pretrain(tiny_config(shards, max_steps=3), run, resume=True)
-    assert "no checkpoint yet: starting it again from step 0" in caplog.text
+    with pytest.raises(LanternError, match="nothing to resume: the run stopped before its first checkpoint"):
+        pretrain(tiny_config(shards, max_steps=3), run, resume=True)
+    summary = pretrain(tiny_config(shards, max_steps=3), run)  # started again without --resume
     assert summary["steps"] == 3 and [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
     from lanternlm.train.loop import saved_config
     from lanternlm.train.sft import SFTConfig

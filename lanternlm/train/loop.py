@@ -42,8 +42,13 @@ bit-reproducible. One without a budget is.
 optimizer states, step, every process's RNG states, the batch position, the plateau
 rule and the counters, so on CPU the resumed run's losses are bit-identical to an
 uninterrupted one. The config must equal the saved record's in every field outside the
-stage's ``resumable`` list. A run directory with a record but no checkpoint yet (stopped
-before its first) starts again from step 0 and says so; one without a record is an error.
+stage's ``resumable`` list. A run directory without a checkpoint has nothing to resume:
+an error says so (start it again without ``resume``).
+
+**Stopping.** SIGINT (Ctrl-C) or SIGTERM ends the step in progress, writes a checkpoint and
+raises :class:`KeyboardInterrupt` (:mod:`.interrupt`); a second signal stops at once. A
+non-finite training loss, gradient norm or validation loss stops the run with an error
+before it is logged or checkpointed (:func:`check_finite`): the last checkpoint is finite.
 
 Under ``torchrun`` every process runs this same function (:mod:`.distributed`): the
 batches give each its rows of every global batch, process 0 writes the files.
@@ -68,6 +73,7 @@ from ..log import logger, progress, set_verbosity
 from ..run import RECORD_FILE, read_record, write_record
 from . import distributed as D
 from .checkpoint import STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from .interrupt import stop_on_signals, stop_requested
 from .metrics import MetricsLog, Plateau, bits_per_byte, model_flops_utilization, peak_flops, read_metrics
 from .optim import OPTIMIZERS, build_optimizers
 from .schedule import SCHEDULES, lr_at
@@ -394,6 +400,7 @@ def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor,
 # --------------------------------------------------------------------------- the loop
 
 
+@stop_on_signals
 def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistInfo], Stage], *,
           resumable: tuple[str, ...], resume: bool = False, sources: dict[str, str] | None = None,
           parent: str | Path | None = None) -> dict[str, Any]:
@@ -411,6 +418,9 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     ckpt = check_fresh(run_dir, resume)
     if resume:
         _check_resume(run_dir, name, config, resumable)
+        if ckpt is None:
+            raise LanternError(f"{run_dir}: nothing to resume: the run stopped before its first checkpoint "
+                               f"(written every {config.checkpoint_every} steps); leave out --resume to start it again")
 
     info = D.init_distributed(config.device)
     if not info.is_main:
@@ -427,8 +437,6 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     if ckpt is not None:
         done = _restore(ckpt, stage, optimizers, plateau, info)
         logger.info(f"resuming {run_dir} from step {done['step']} ({ckpt.name})")
-    elif resume:
-        logger.warning(f"{run_dir} has no checkpoint yet: starting it again from step 0")
     if info.is_main:
         write_record(run_dir, name, config, sources=fill_sources(config, sources), parent=parent,
                      model=dataclasses.asdict(model.config), **stage.record)
@@ -484,6 +492,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
             if over:
                 last, stop_reason = True, "time"
             bar.total = max(step + 1, round(total_steps))
+        if (signal_name := D.broadcast_object(stop_requested(), info)) is not None:  # Ctrl-C, SIGTERM
+            last, stop_reason = True, f"interrupted by {signal_name}"
         evaluated = step % config.eval_every == 0 or last
         checkpointed = step % config.checkpoint_every == 0 or last
         logged = step % config.log_every == 0 or evaluated or checkpointed
@@ -525,4 +535,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         logger.info(f"{name} done ({stop_reason}) after {step} steps: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f"; run directory {run_dir}")
     D.shutdown(info)
+    if stop_reason.startswith("interrupted"):
+        raise KeyboardInterrupt(f"{name} {stop_reason} at step {step}; its checkpoint is written: "
+                                f"continue with --resume")
     return summary
