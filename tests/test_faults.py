@@ -185,3 +185,46 @@ def test_4_resume_without_a_checkpoint_says_there_is_nothing_to_resume(shards, t
         pretrain(tiny_config(shards, max_steps=3), run, resume=True)
     assert (run / "metrics.jsonl").read_text() == metrics             # nothing truncated
     assert pretrain(tiny_config(shards, max_steps=3), run)["steps"] == 3  # started again on purpose
+
+
+# --------------------------------------------------------------------------- 7. a full disk
+
+
+@pytest.mark.parametrize("failing", ["torch.save", "safetensors", "ENOSPC"])
+def test_7_a_checkpoint_that_cannot_be_written_is_a_clear_error_and_leaves_the_previous(
+        shards, tmp_path, monkeypatch, failing):
+    import errno
+
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from lanternlm.run import Run
+    from lanternlm.train.checkpoint import latest_checkpoint
+    from lanternlm.train.pretrain import pretrain
+
+    run = tmp_path / "run"
+    config = tiny_config(shards, max_steps=6, checkpoint_every=2, eval_every=500)
+    module, attr = (safetensors.torch, "save_file") if failing == "safetensors" else (torch, "save")
+    real, calls = getattr(module, attr), []
+    error = {"torch.save": RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed "
+                                        "writing file data/0: file write failed"),
+             "safetensors": SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"),
+             "ENOSPC": OSError(errno.ENOSPC, "No space left on device")}[failing]
+
+    def full_disk(*args, **kwargs):  # the second checkpoint finds the disk full
+        calls.append(1)
+        if len(calls) == 2:
+            real(*args, **kwargs)  # half written...
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, attr, full_disk)
+    with pytest.raises(LanternError, match=r"step_0000004: cannot write the checkpoint .*bytes free.*the "
+                                           r"previous checkpoint, step_0000002, is intact.*--resume"):
+        pretrain(config, run)
+    assert latest_checkpoint(run).name == "step_0000002"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000002"]  # no temp left
+    Run(run).model("cpu")                                               # the run still loads
+    monkeypatch.setattr(module, attr, real)
+    assert pretrain(config, run, resume=True)["steps"] == 6
