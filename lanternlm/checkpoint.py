@@ -4,11 +4,14 @@ A model directory (a run directory, or an exported model) holds::
 
     model.safetensors   the weights (safetensors: no code runs when loading)
     model.json          {"format": "lanternlm-model/1", "config": {GPTConfig fields},
-                         "num_params": int, "dtype": "float32"}
+                         "num_params": int, "dtype": "float32",
+                         "tokenizer": {"fingerprint": HEX, "vocab_size": int}}
     tokenizer.json      the tokenizer (written by the tokenizer/data/training stages)
 
 Each file is written to a temporary name and renamed into place, so a crash never leaves
-a half-written file under the real name. Training state (optimizer, data position)
+a half-written file under the real name. ``model.json`` names the tokenizer the weights
+were trained with (its fingerprint), so a run never pairs its weights with another
+tokenizer (:meth:`lanternlm.run.Run.model` checks). Training state (optimizer, data position)
 belongs to :mod:`lanternlm.train`, not here.
 """
 
@@ -32,8 +35,9 @@ CONFIG_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save_model(directory: str | os.PathLike, model: GPT) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it."""
+def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
+    With ``tokenizer``, ``model.json`` records its fingerprint (the weights' tokenizer)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -51,6 +55,8 @@ def save_model(directory: str | os.PathLike, model: GPT) -> Path:
     meta = {"format": FORMAT, "config": dataclasses.asdict(model.config),
             "num_params": model.num_params(),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    if tokenizer is not None:
+        meta["tokenizer"] = {"fingerprint": tokenizer.fingerprint(), "vocab_size": tokenizer.vocab_size}
     atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -60,6 +66,16 @@ def _meta(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise LanternError(f"{path}: no such file; is {directory} a model or run directory?")
     return read_json(path, FORMAT)
+
+
+def saved_tokenizer(directory: str | os.PathLike) -> dict | None:
+    """The fingerprint and size of the tokenizer the weights were trained with (``model.json``'s
+    ``tokenizer``), or None for a model saved without one."""
+    found = _meta(directory).get("tokenizer")
+    if found is not None and not (isinstance(found, dict) and isinstance(found.get("fingerprint"), str)):
+        raise LanternError(f"{Path(directory) / CONFIG_FILE}: field 'tokenizer' is {found!r}, expected "
+                           '{"fingerprint": HEX, "vocab_size": N}')
+    return found
 
 
 def saved_dtype(directory: str | os.PathLike) -> str:

@@ -185,6 +185,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         add_arguments(prep, cls)
     prep.set_defaults(func=_data_prepare)
 
+    check = actions.add_parser("check", help="verify a shards folder: sizes, token ids and sha256s",
+                               description="Read every shard of DIR once: its size, every id against the "
+                                           "tokenizer's vocabulary and its sha256 against the manifest.")
+    check.add_argument("dir", metavar="DIR", help="a shards folder (with manifest.json)")
+    check.set_defaults(func=_data_check)
+
 
 def _data_get(args: argparse.Namespace) -> None:
     from .data.builtin import get
@@ -196,6 +202,13 @@ def _data_list(args: argparse.Namespace) -> None:
     from .data.builtin import listing
 
     print(listing())
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from .data.shards import open_shards
+
+    print(f"{args.dir}: every shard has its recorded size, sha256 and ids inside the vocabulary\n"
+          + open_shards(args.dir, verify=True).describe())
 
 
 def _data_prepare(args: argparse.Namespace) -> None:

@@ -156,3 +156,22 @@ def read_json(path: str | os.PathLike, format: str | None = None) -> Any:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise LanternError(f"{path}: field 'format' is {found!r}, expected {format!r}")
     return data
+
+
+def file_in(directory: str | os.PathLike, name: Any, where: str) -> Path:
+    """``directory / name`` where ``name``, read from the file ``where``, is a plain file
+    name: a name that is absolute, has a separator or is ``..`` would reach outside the
+    directory, and is a :class:`LanternError`.
+
+    >>> file_in("run/checkpoints", "step_0000010", "latest")
+    PosixPath('run/checkpoints/step_0000010')
+    >>> file_in("data", "../../etc/passwd", "data/manifest.json")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: data/manifest.json: names '../../etc/passwd', which is not a file inside data; refusing to read outside it
+    """
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or os.sep in name or "\0" in name):
+        raise LanternError(f"{where}: names {name!r}, which is not a file inside {directory}; "
+                           "refusing to read outside it")
+    return Path(directory) / name

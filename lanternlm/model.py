@@ -49,6 +49,12 @@ from .loss import token_logprobs
 # --------------------------------------------------------------------------- config
 
 
+#: Upper bounds checked before anything is allocated (a typo or a corrupt model.json must not
+#: ask for terabytes): ids fit the shards' uint32 with room to spare, and 1M positions.
+MAX_VOCAB_SIZE = 1 << 24
+MAX_BLOCK_SIZE = 1 << 20
+
+
 @dataclass
 class GPTConfig:
     """The architecture. ``None`` fields are derived (see :attr:`kv_heads`, :attr:`mlp_size`)."""
@@ -87,6 +93,9 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
+        for name, most in (("vocab_size", MAX_VOCAB_SIZE), ("block_size", MAX_BLOCK_SIZE)):
+            if getattr(self, name) > most:
+                raise bad(name, f"must be at most {most:,}")
         if self.pos_encoding not in ("learned", "rope"):
             raise bad("pos_encoding", "choose 'learned' or 'rope'")
         if self.norm not in ("layernorm", "rmsnorm"):

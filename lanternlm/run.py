@@ -229,9 +229,16 @@ class Run:
 
     def model(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "GPT":
         """The model in eval mode on ``device`` (default :func:`pick_device`), weights as
-        saved or cast to ``dtype``; checked against the tokenizer."""
-        from .checkpoint import load_model
+        saved or cast to ``dtype``; checked against the tokenizer (the fingerprint
+        ``model.json`` binds the weights to, and the vocabulary size)."""
+        from .checkpoint import TOKENIZER_FILE, load_model, saved_tokenizer
 
+        bound = saved_tokenizer(self.path)
+        if bound is not None and bound["fingerprint"] != self.tokenizer.fingerprint():
+            raise LanternError(f"{self.path / TOKENIZER_FILE}: not the tokenizer these weights were trained with "
+                               f"(fingerprint {self.tokenizer.fingerprint()[:12]}, vocab {self.tokenizer.vocab_size}; "
+                               f"model.json says {bound['fingerprint'][:12]}, vocab {bound.get('vocab_size')}); "
+                               f"put the run's own tokenizer.json back")
         model = load_model(self.path, device=pick_device(device), dtype=dtype)
         if self.tokenizer.vocab_size > model.config.vocab_size:
             raise LanternError(f"{self.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "

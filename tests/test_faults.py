@@ -228,3 +228,127 @@ def test_7_a_checkpoint_that_cannot_be_written_is_a_clear_error_and_leaves_the_p
     Run(run).model("cpu")                                               # the run still loads
     monkeypatch.setattr(module, attr, real)
     assert pretrain(config, run, resume=True)["steps"] == 6
+
+
+# --------------------------------------------------------------------------- 6. shards are verified
+
+
+def corrupt(shard, position, value):
+    """Overwrite the uint16 id at ``position`` of ``shard`` (the file keeps its size)."""
+    import numpy as np
+
+    ids = np.fromfile(shard, dtype="<u2")
+    ids[position] = value
+    ids.tofile(shard)
+
+
+def test_6_ids_outside_the_vocabulary_are_found_on_open_and_by_the_loader(tmp_path):
+    import numpy as np
+
+    from lanternlm.data.loader import BatchLoader
+
+    data = make_shards(tmp_path / "shards")
+    vocab = open_shards(data).manifest["tokenizer"]["vocab_size"]
+    corrupt(data / "train_00000.bin", 5, 60000)
+    with pytest.raises(LanternError, match=r"train_00000\.bin: token id 60000 at position 5 is outside .*lantern data check"):
+        open_shards(data)
+    ids = np.zeros(300_000, dtype="<u2")              # past the ends open_shards looks at: the loader's check
+    ids[150_000] = vocab
+    with pytest.raises(LanternError, match=rf"token id {vocab} at position 150000 is outside"):
+        loader = BatchLoader([ids], batch_size=64, block_size=63, vocab_size=vocab)
+        for _ in range(loader.batches_per_epoch + 1):
+            next(loader)
+
+
+def test_6_verify_data_and_data_check_find_a_corrupt_shard_of_the_right_size(tmp_path, capsys):
+    from lanternlm.cli import main
+    from lanternlm.train.pretrain import pretrain
+
+    data = make_shards(tmp_path / "shards")
+    assert main(["data", "check", str(data)]) == 0
+    assert "sha256 and ids inside the vocabulary" in capsys.readouterr().out
+    corrupt(data / "train_00000.bin", 7, 3)                     # a valid id, garbage all the same
+    open_shards(data)                                            # the cheap check cannot see it
+    with pytest.raises(LanternError, match=r"train_00000\.bin: sha256 .* does not match"):
+        pretrain(tiny_config(data, verify_data=True), tmp_path / "run")
+    assert main(["data", "check", str(data)]) == 2
+    assert "does not match the manifest" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- 10. files inside a run
+
+
+@pytest.fixture(scope="module")
+def run(shards, tmp_path_factory):
+    from lanternlm.train.pretrain import pretrain
+
+    directory = tmp_path_factory.mktemp("run") / "run"
+    pretrain(tiny_config(shards, max_steps=2, checkpoint_every=1), directory)
+    return directory
+
+
+def copy_run(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+@pytest.mark.parametrize("pointer", ["../../other/checkpoints/step_0000002", "/tmp/step_0000002", "..", "model.json"])
+def test_10_a_latest_pointer_that_leaves_the_run_is_refused(run, shards, tmp_path, pointer):
+    from lanternlm.train.pretrain import pretrain
+
+    copied = copy_run(run, tmp_path)
+    (copied / "checkpoints" / "latest").write_text(pointer + "\n")
+    with pytest.raises(LanternError, match=r"checkpoints/latest: names .*(not a file inside|not a checkpoint)"):
+        pretrain(tiny_config(shards, max_steps=3, checkpoint_every=1), copied, resume=True)
+
+
+@pytest.mark.parametrize("name", ["../train_00000.bin", "/etc/hostname", ""])
+def test_10_a_manifest_naming_files_outside_its_folder_is_refused(tmp_path, name):
+    data = make_shards(tmp_path / "shards")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["file"] = name
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LanternError, match=r"manifest\.json: names .* not a file inside"):
+        open_shards(data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["file"] = "train_00000.bin"
+    manifest["tokenizer"]["file"] = "../tokenizer.json"
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LanternError, match="not a file inside"):
+        open_shards(data).tokenizer()
+
+
+def test_10_the_weights_are_bound_to_their_tokenizer(run, tmp_path, capsys):
+    from lanternlm.cli import main
+    from lanternlm.run import Run
+
+    copied = copy_run(run, tmp_path)
+    assert json.loads((copied / "model.json").read_text())["tokenizer"]["fingerprint"] == Run(copied).tokenizer.fingerprint()
+    smaller = Tokenizer.train(make_docs(50), vocab_size=256 + 8 + 5)
+    (copied / "tokenizer.json").unlink()                        # a hard link to the checkpoint's
+    smaller.save(copied / "tokenizer.json")
+    with pytest.raises(LanternError, match="not the tokenizer these weights were trained with"):
+        Run(copied).model("cpu")
+    assert main(["generate", str(copied), "The king", "--max-tokens", "3", "--device", "cpu"]) == 2
+    assert "not the tokenizer these weights were trained with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("block_size", 10 ** 7), ("vocab_size", 10 ** 12)])
+def test_10_sizes_in_model_json_are_bounded_before_allocating(run, tmp_path, field, value):
+    from lanternlm.run import Run
+
+    copied = copy_run(run, tmp_path)
+    meta = json.loads((copied / "model.json").read_text())
+    meta["config"][field] = value
+    (copied / "model.json").unlink()
+    (copied / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(LanternError, match=rf"model\.json: GPTConfig\.{field}={value}: must be at most"):
+        Run(copied).model("cpu")
+
+
+def test_10_a_model_too_large_for_the_machine_is_refused_before_it_is_built(shards, tmp_path):
+    from lanternlm.train.pretrain import pretrain
+
+    with pytest.raises(LanternError, match=r"parameters: .* for its weights, gradients and optimizer states, more than"):
+        pretrain(tiny_config(shards, n_layer=4096, n_embd=8192, n_head=64, n_kv_head=8), tmp_path / "run")

@@ -197,9 +197,10 @@ def test_checkpoint_crash_mid_write_keeps_the_previous_one(tmp_path, shards, mon
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash)  # dies after the weights, before the state
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(LanternError, match="simulated.*step_0000005, is intact"):
         ckpt_mod.save_checkpoint(tmp_path, 10, model, tok, {"step": 10})
     monkeypatch.undo()
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # the half-written copy is gone
     latest = ckpt_mod.latest_checkpoint(tmp_path)
     assert latest.name == "step_0000005"
     assert ckpt_mod.load_training_state(latest)["step"] == 5

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import atomic_write_text, read_json
+from ..config import atomic_write_text, file_in, read_json
 from ..errors import LanternError
 from ..log import logger
 
@@ -214,6 +214,26 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- reading
 
+#: Tokens at the start and the end of each shard whose ids are checked when it is opened.
+ID_CHECK_TOKENS = 1 << 16
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> None:
+    """Raise :class:`LanternError` naming ``where`` (and the position, from ``offset``) when an
+    id of ``ids`` is outside the vocabulary: the shard is corrupt.
+
+    >>> check_ids(np.array([3, 1, 9]), 8, "train_00000.bin")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: train_00000.bin: token id 9 at position 2 is outside the tokenizer's vocabulary (0..7); the shard is corrupt: check the folder with `lantern data check` and prepare the data again
+    """
+    if ids.size and int(ids.max()) >= vocab_size:
+        flat = np.asarray(ids).reshape(-1)
+        at = int(np.argmax(flat >= vocab_size))
+        raise LanternError(f"{where}: token id {int(flat[at])} at position {offset + at} is outside the tokenizer's "
+                           f"vocabulary (0..{vocab_size - 1}); the shard is corrupt: check the folder with "
+                           "`lantern data check` and prepare the data again")
+
 
 class ShardSet:
     """A shards folder, checked on opening: manifest, tokenizer fingerprint, every shard's size."""
@@ -228,7 +248,7 @@ class ShardSet:
         from ..tokenizer import Tokenizer
 
         info = self.manifest["tokenizer"]
-        tokenizer = Tokenizer.load(self.directory / info["file"])
+        tokenizer = Tokenizer.load(file_in(self.directory, info.get("file"), str(self.directory / "manifest.json")))
         if tokenizer.fingerprint() != info["fingerprint"]:
             raise LanternError(f"{self.directory / info['file']}: tokenizer fingerprint {tokenizer.fingerprint()[:16]}… "
                                f"does not match the manifest's {info['fingerprint'][:16]}…; the file was replaced "
@@ -255,12 +275,22 @@ class ShardSet:
     def documents(self, name: str) -> int:
         return int(self._split(name)["documents"])
 
+    def describe(self) -> str:
+        """One line per split: shards, documents, tokens (what ``lantern data check`` prints)."""
+        return "\n".join(f"{name:5}  {len(split['shards'])} shard(s)  {split['documents']:>9,} documents  "
+                         f"{split['tokens']:>12,} tokens" for name, split in self.manifest["splits"].items())
+
     def verify(self) -> None:
-        """Recompute every shard's sha256 and compare with the manifest (reads everything)."""
+        """Recompute every shard's sha256 and compare with the manifest, and check every id
+        against the vocabulary (reads everything)."""
         from .download import sha256_file
 
+        vocab = self.manifest["tokenizer"]["vocab_size"]
         for split in self.manifest["splits"].values():
             for shard in split["shards"]:
+                ids = np.memmap(self.directory / shard["file"], dtype=self.dtype, mode="r", shape=(shard["tokens"],))
+                for start in range(0, len(ids), 1 << 24):
+                    check_ids(ids[start:start + (1 << 24)], vocab, str(self.directory / shard["file"]), start)
                 actual = sha256_file(self.directory / shard["file"])
                 if actual != shard["sha256"]:
                     raise LanternError(f"{self.directory / shard['file']}: sha256 {actual[:16]}… does not match "
@@ -296,7 +326,7 @@ def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | Non
     shards = ShardSet(directory, manifest)
     for split in manifest["splits"].values():
         for shard in split["shards"]:
-            file = directory / shard["file"]
+            file = file_in(directory, shard["file"], str(path))
             if not file.exists():
                 raise LanternError(f"{file}: shard listed in {path} is missing")
             expected = shard["tokens"] * shards.dtype.itemsize
@@ -304,6 +334,11 @@ def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | Non
                 raise LanternError(f"{file}: {file.stat().st_size} bytes, but the manifest says {shard['tokens']} "
                                    f"{manifest['dtype']} tokens = {expected} bytes; the shard is truncated or "
                                    "corrupt: prepare the data again")
+            if shard["tokens"]:  # cheap: the ids at both ends (the loader checks every batch it reads)
+                ids = np.memmap(file, dtype=shards.dtype, mode="r", shape=(shard["tokens"],))
+                tail = max(0, len(ids) - ID_CHECK_TOKENS)
+                check_ids(ids[:ID_CHECK_TOKENS], manifest["tokenizer"]["vocab_size"], str(file))
+                check_ids(ids[tail:], manifest["tokenizer"]["vocab_size"], str(file), tail)
     if verify:
         shards.verify()
     return shards

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, file_in
 from ..errors import LanternError
 
 STATE_FILE = "optimizer.pt"
@@ -79,7 +79,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
     if not pointer.exists():
         return None
-    ckpt = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    ckpt = file_in(pointer.parent, name, str(pointer))
+    if not name.startswith("step_"):
+        raise LanternError(f"{pointer}: names {name!r}, not a checkpoint (step_N); the run directory was "
+                           f"altered by hand")
     missing = [name for name in RUN_FILES if not (ckpt / name).exists()]
     if missing:
         raise LanternError(f"{pointer}: checkpoint {ckpt.name} lacks {missing}; "
@@ -99,7 +103,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tok
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_model(tmp, model)
+        save_model(tmp, model, tokenizer)
         tokenizer.save(tmp / "tokenizer.json")
         torch.save(state, tmp / STATE_FILE)
         for name_ in RUN_FILES:
