@@ -63,7 +63,9 @@ def _converter(tp: Any):
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left unset, see below)."""
+    """Add one ``--flag`` per field of dataclass ``cls``. A flag not given leaves its value
+    unset (the preset's or parent's value applies, see below); ``--flag none`` on an
+    ``Optional`` field sets it to None, whatever a preset says."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} options")
     for f in dataclasses.fields(cls):
@@ -73,9 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         group.add_argument(_flag(f.name), dest=f"cfg_{f.name}", type=_converter(hints[f.name]),
-                           default=None, metavar=hints[f.name].__name__.upper()
+                           default=argparse.SUPPRESS, metavar=hints[f.name].__name__.upper()
                            if isinstance(hints[f.name], type) else "VALUE",
                            help=f"{help_text} (default: {default})")
+
+
+_UNSET = object()  # a flag that was not given (None is a value: ``--max-minutes none``)
 
 
 def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
@@ -89,8 +94,8 @@ def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        given = getattr(args, f"cfg_{f.name}", None)
-        if given is not None:
+        given = getattr(args, f"cfg_{f.name}", _UNSET)
+        if given is not _UNSET:
             values[f.name], sources[f.name] = given, "cli"
         else:
             values[f.name], sources[f.name] = getattr(base, f.name), base_source

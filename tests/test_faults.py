@@ -352,3 +352,35 @@ def test_10_a_model_too_large_for_the_machine_is_refused_before_it_is_built(shar
 
     with pytest.raises(LanternError, match=r"parameters: .* for its weights, gradients and optimizer states, more than"):
         pretrain(tiny_config(shards, n_layer=4096, n_embd=8192, n_head=64, n_kv_head=8), tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- 9. --FIELD none
+
+
+@pytest.mark.parametrize("command, field, preset_value", [
+    (["pretrain", "--out", "r", "--data", "d", "--max-minutes", "none"], "max_minutes", 5.0),
+    (["sft", "--out", "r", "--base", "b", "--block-size", "none"], "block_size", 320),
+])
+def test_9_none_on_the_command_line_means_none_even_over_a_preset(command, field, preset_value):
+    from lanternlm.cli import build_parser
+    from lanternlm.train.loop import resolve
+    from lanternlm.train.pretrain import PRETRAIN_PRESETS, PretrainConfig
+    from lanternlm.train.sft import SFT_PRESETS, SFTConfig
+
+    cls, presets = (PretrainConfig, PRETRAIN_PRESETS) if command[0] == "pretrain" else (SFTConfig, SFT_PRESETS)
+    assert getattr(presets["tiny"], field) == preset_value
+    config, sources = resolve(command[0], cls, presets, build_parser().parse_args(command))
+    assert getattr(config, field) is None and sources[field] == "cli"
+    config, sources = resolve(command[0], cls, presets, build_parser().parse_args(command[:-2]))
+    assert getattr(config, field) == preset_value and sources[field] == "preset:tiny"
+
+
+def test_9_resuming_a_time_budgeted_run_says_it_is_not_bit_identical(shards, tmp_path, caplog):
+    import logging
+
+    from lanternlm.train.pretrain import pretrain
+
+    pretrain(tiny_config(shards, max_steps=2, max_minutes=60.0), tmp_path / "run")
+    caplog.set_level(logging.WARNING, logger="lanternlm")
+    pretrain(tiny_config(shards, max_steps=3, max_minutes=60.0), tmp_path / "run", resume=True)
+    assert "does not resume bit-identically" in caplog.text

@@ -437,6 +437,9 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     if ckpt is not None:
         done = _restore(ckpt, stage, optimizers, plateau, info)
         logger.info(f"resuming {run_dir} from step {done['step']} ({ckpt.name})")
+        if config.max_minutes is not None:
+            logger.warning(f"{run_dir}: a run with a time budget (max_minutes={config.max_minutes:g}) does not resume "
+                           f"bit-identically: its schedule follows the measured speed; --max-minutes none for one that does")
     if info.is_main:
         write_record(run_dir, name, config, sources=fill_sources(config, sources), parent=parent,
                      model=dataclasses.asdict(model.config), **stage.record)
