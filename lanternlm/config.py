@@ -25,7 +25,9 @@ from .errors import LanternError
 
 
 def option(default: Any, help: str, **kwargs) -> Any:
-    """A dataclass field with a help string (shown by ``--help``)."""
+    """A dataclass field with a help string (shown by ``--help``); ``path=True`` marks a
+    file or directory (or a list of them), which a run record stores relative to the run
+    directory (:func:`path_fields`)."""
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default),
                                  metadata={"help": help, **kwargs})
@@ -100,6 +102,35 @@ def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
         else:
             values[f.name], sources[f.name] = getattr(base, f.name), base_source
     return cls(**values), sources
+
+
+def path_fields(cls: type) -> tuple[str, ...]:
+    """The fields of dataclass ``cls`` declared with ``option(..., path=True)``."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("path"))
+
+
+def map_paths(values: dict[str, Any], names: Any, fn) -> dict[str, Any]:
+    """``values`` with ``fn`` applied to every non-empty path among the fields ``names``
+    (a string, or each string of a list).
+
+    >>> map_paths({"data": "shards", "files": ["a", ""], "lr": 1.0}, ("data", "files"), str.upper)
+    {'data': 'SHARDS', 'files': ['A', ''], 'lr': 1.0}
+    """
+    out = dict(values)
+    for name in names:
+        value = out.get(name)
+        if isinstance(value, str) and value:
+            out[name] = fn(value)
+        elif isinstance(value, list):
+            out[name] = [fn(v) if isinstance(v, str) and v else v for v in value]
+    return out
+
+
+def absolute_paths(config: Any) -> Any:
+    """``config`` (a dataclass) with its :func:`path_fields` made absolute (from the working directory)."""
+    names = path_fields(type(config))
+    given = {name: getattr(config, name) for name in names}
+    return dataclasses.replace(config, **map_paths(given, names, lambda p: str(Path(p).resolve())))
 
 
 def from_dict(cls: type, raw: Any, where: str) -> Any:

@@ -12,7 +12,9 @@ The run record is ``{"stage": STAGE, "parent": PATH | null, "config": {...}, "so
 {...}, ...}``: ``stage`` is one of :data:`STAGES`, written explicitly by the stage that
 made the run; ``parent`` is the run it started from (a path relative to the run
 directory, so a tree of runs can be moved together); ``config`` holds the stage
-config's values and ``sources`` where each came from. :func:`write_record` writes it,
+config's values and ``sources`` where each came from; the config fields that are paths
+(``path_fields``: the shards, the base run, data files) are stored relative to the run
+directory too, and read back as absolute paths. :func:`write_record` writes it,
 :func:`read_record` reads it with clear errors, :class:`Run` answers every question a
 command asks of a run:
 
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import atomic_write_text, read_json
+from .config import atomic_write_text, map_paths, path_fields, read_json
 from .errors import LanternError
 
 if TYPE_CHECKING:
@@ -105,9 +107,14 @@ def write_record(run_dir: str | os.PathLike, stage: str, config: Any, *,
     if stage not in STAGES:
         raise LanternError(f"run record: unknown stage {stage!r}; stages are {STAGES}")
     run_dir = Path(run_dir)
-    link = None if parent is None else os.path.relpath(Path(parent).resolve(), run_dir.resolve())
-    record = {"stage": stage, "parent": link,
-              "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
+
+    def relative(path: str | os.PathLike) -> str:
+        return os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+    values, paths = ((dataclasses.asdict(config), path_fields(type(config))) if dataclasses.is_dataclass(config)
+                     else (dict(config), ()))
+    record = {"stage": stage, "parent": None if parent is None else relative(parent),
+              "config": map_paths(values, paths, relative), "path_fields": list(paths),
               "sources": sources or {}, **extra}
     path = run_dir / RECORD_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
@@ -129,8 +136,14 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
         record["stage"] = "pretrain"
     if record["stage"] not in STAGES:
         raise LanternError(f"{path}: unknown stage {record['stage']!r}; stages are {STAGES}")
+    paths = record.get("path_fields", [])  # written before paths were relative to the run: none
+    if not (isinstance(paths, list) and all(isinstance(name, str) for name in paths)):
+        raise LanternError(f"{path}: field 'path_fields' is {paths!r}, expected a list of field names")
+    record["config"] = map_paths(record.get("config", {}), paths, lambda p: str((run_dir / p).resolve()))
     if "parent" in record:
         link = record["parent"]
+        if link is not None and not isinstance(link, str):
+            raise LanternError(f"{path}: field 'parent' is {link!r}, expected a path or null")
         record["parent"] = None if link is None else str((run_dir / link).resolve())
     else:  # written before: the parent was 'base', as given on the command line
         record["parent"] = None if record.get("base") is None else str(Path(record["base"]).resolve())

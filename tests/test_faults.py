@@ -384,3 +384,44 @@ def test_9_resuming_a_time_budgeted_run_says_it_is_not_bit_identical(shards, tmp
     caplog.set_level(logging.WARNING, logger="lanternlm")
     pretrain(tiny_config(shards, max_steps=3, max_minutes=60.0), tmp_path / "run", resume=True)
     assert "does not resume bit-identically" in caplog.text
+
+
+# --------------------------------------------------------------------------- 8. runs that move
+
+
+def test_8_a_moved_tree_of_runs_resumes_and_finds_its_shards(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from lanternlm.cli import main
+    from lanternlm.run import Run
+    from lanternlm.train.pretrain import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    make_shards(tmp_path / "project" / "shards")
+    pretrain(tiny_config("project/shards", max_steps=2), "project/runs/base")   # paths relative to the cwd
+    record = json.loads((tmp_path / "project/runs/base/config.json").read_text())
+    assert record["config"]["data"] == "../../shards" and record["path_fields"] == ["data"]
+
+    shutil.move(tmp_path / "project", tmp_path / "elsewhere")                 # move the whole tree
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    moved = tmp_path / "elsewhere" / "runs" / "base"
+    assert Run(moved).config["data"] == str(tmp_path / "elsewhere" / "shards")
+    assert main(["-q", "pretrain", "--out", str(moved), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((moved / "config.json").read_text())["config"]["data"] == "../../shards"
+
+
+def test_8_list_paths_and_old_records_read_back(tmp_path):
+    from lanternlm.run import read_record, write_record
+    from lanternlm.train.sft import SFTConfig
+
+    write_record(tmp_path / "sft", "sft", SFTConfig(base=str(tmp_path / "base"), data=[str(tmp_path / "a.jsonl")]),
+                 parent=tmp_path / "base")
+    raw = json.loads((tmp_path / "sft" / "config.json").read_text())
+    assert (raw["config"]["base"], raw["config"]["data"], raw["parent"]) == ("../base", ["../a.jsonl"], "../base")
+    back = read_record(tmp_path / "sft")
+    assert back["config"]["data"] == [str(tmp_path / "a.jsonl")] and back["parent"] == str(tmp_path / "base")
+    raw.pop("path_fields")                                                    # written before: paths as given
+    raw["config"]["data"] = ["chats.jsonl"]
+    (tmp_path / "sft" / "config.json").write_text(json.dumps(raw))
+    assert read_record(tmp_path / "sft")["config"]["data"] == ["chats.jsonl"]

@@ -67,7 +67,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from ..config import from_arguments, from_dict
+from ..config import absolute_paths, from_arguments, from_dict
 from ..errors import LanternError
 from ..log import logger, progress, set_verbosity
 from ..run import RECORD_FILE, read_record, write_record
@@ -414,6 +414,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     from ..model import flops_per_token
 
     check_config(config, name)
+    config = absolute_paths(config)  # as the record reads them back, for the resume check
     run_dir = Path(run_dir)
     ckpt = check_fresh(run_dir, resume)
     if resume:

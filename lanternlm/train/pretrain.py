@@ -46,7 +46,7 @@ class PretrainConfig:
     (``Optional[...]`` rather than ``... | None``: the CLI's converter recognises ``typing.Union``.)
     """
 
-    data: str = option("", "directory of token shards (with manifest.json), made by the data command")
+    data: str = option("", "directory of token shards (with manifest.json), made by the data command", path=True)
     model: str = option("tiny", "model preset from lanternlm.model.MODEL_PRESETS")
     n_layer: Optional[int] = option(None, "override the preset's number of Transformer blocks")
     n_head: Optional[int] = option(None, "override the preset's number of attention heads")

@@ -64,7 +64,7 @@ class SFTConfig(FinetuneConfig):
     (:class:`lanternlm.train.finetune.FinetuneConfig` has the fields every fine-tuning stage shares).
     """
 
-    base: str = option("", "base run directory (pretraining or an earlier fine-tuning): model, tokenizer and settings are inherited from it")
+    base: str = option("", "base run directory (pretraining or an earlier fine-tuning): model, tokenizer and settings are inherited from it", path=True)
     too_long: str = option("drop", "a conversation longer than the context: 'drop' it (counted in the log) or 'error'")
     batch_size: int = option(16, "conversations per micro-batch")
     lr: float = option(1e-3, "peak AdamW learning rate")
@@ -73,7 +73,7 @@ class SFTConfig(FinetuneConfig):
     examples_per_task: int = option(2000, "training conversations drawn per task (levels taken in turn)")
     levels: list[str] = option(list(REASONING_LEVELS), "reasoning levels the task conversations are spread over")
     multi_turn: float = option(0.1, "share of task conversations joined into two-exchange chats (history without thinking)")
-    data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated")
+    data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated", path=True)
     val_per_task: int = option(24, "held-out (test split) conversations per task for the validation loss")
     eval_every: int = option(100, "validation loss every N steps (and at the end)")
 
