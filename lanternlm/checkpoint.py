@@ -20,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .config import atomic_write_text, read_json
+from .config import atomic_write_text, read_json, temp_file_beside
 from .errors import LanternError
 from .model import GPT, GPTConfig
 
@@ -44,10 +43,10 @@ def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
              for name, tensor in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(directory / WEIGHTS_FILE)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"format": FORMAT})
+        save_file(state, str(tmp), metadata={"format": FORMAT})
         os.replace(tmp, directory / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,8 +33,10 @@ def _add_device_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _read_text_arg(text: str) -> str:
-    """A TEXT argument, or standard input when it is ``-``."""
-    return sys.stdin.read() if text == "-" else text
+    """A TEXT argument, or standard input when it is ``-`` (UTF-8, else a clear error)."""
+    from .tokenizer import decode_utf8
+
+    return decode_utf8(sys.stdin.buffer.read(), "standard input") if text == "-" else text
 
 
 @command
@@ -299,7 +301,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                                    "streams as it is generated; --show-probs prints every step's "
                                    "candidates and probabilities instead.")
     p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
-    p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue ('-' reads standard input)")
     _add_sampling_flags(p)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when this text appears (repeatable); it is left out of the output")
@@ -334,7 +336,7 @@ def _add_thinking_flags(p: argparse.ArgumentParser, reasoning_help: str) -> None
 def _generate(args: argparse.Namespace) -> int:
     from .terminal import generate_command
 
-    return generate_command(args.run, args.prompt, sampling=_sampling_from_args(args),
+    return generate_command(args.run, _read_text_arg(args.prompt), sampling=_sampling_from_args(args),
                             max_tokens=args.max_tokens, stop=args.stop, num=args.num,
                             show_probs=args.show_probs, top=args.top, truncate=args.truncate,
                             bos=args.bos, reasoning=args.reasoning, system=args.system,

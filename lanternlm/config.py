@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 import types
 import typing
 from pathlib import Path
@@ -154,14 +154,69 @@ def from_dict(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise LanternError(f"{where}: unknown {cls.__name__} fields {unknown} (known: {', '.join(names)})")
+    hints = typing.get_type_hints(cls)
+    for name, value in raw.items():
+        if not _is_a(value, hints[name]):
+            raise LanternError(f"{where}: field {name!r} is {value!r}, expected {_kind(hints[name])}")
     return cls(**raw)
+
+
+def _is_a(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits a field type (int for float fields too; other types unchecked).
+
+    >>> _is_a(3, float), _is_a(True, int), _is_a(None, typing.Optional[int]), _is_a(["a", 1], list[str])
+    (True, False, True, False)
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_a(value, arg) for arg in args)
+    if tp is type(None):
+        return value is None
+    if tp in (int, float):
+        return isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool)
+    if tp in (bool, str):
+        return isinstance(value, tp)
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value) if args else isinstance(value, list)
+    return True
+
+
+def _kind(tp: Any) -> str:
+    """A field type as the error messages say it: ``a float``, ``null or an integer``, ...
+
+    >>> _kind(typing.Optional[int]), _kind(list[str])
+    ('an integer or null', 'a list of strings')
+    """
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union or typing.get_origin(tp) is types.UnionType:
+        return " or ".join(_kind(a) for a in args) + " or null"
+    if typing.get_origin(tp) in (list, tuple):
+        return "a list of " + (_kind(args[0]).split(" ", 1)[1] + "s" if args else "values")
+    return {int: "an integer", float: "a float", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def temp_file_beside(path: str | os.PathLike) -> tuple[int, Path]:
+    """A new, empty, hidden file beside ``path`` to be renamed onto it: ``(fd, its path)``.
+
+    Created with the permissions an ordinary ``open`` gives (0666 less the umask), so
+    every file of a run directory has the same mode (``mkstemp`` would make it 0600).
+    An error when ``path`` is a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise LanternError(f"{path}: is a directory, not a file; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 32 random bits met an earlier file
+            continue
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

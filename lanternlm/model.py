@@ -45,13 +45,13 @@ import torch.nn.functional as F
 from .config import option
 from .errors import LanternError
 from .loss import token_logprobs
+from .tokenizer import MAX_VOCAB_SIZE
 
 # --------------------------------------------------------------------------- config
 
 
-#: Upper bounds checked before anything is allocated (a typo or a corrupt model.json must not
-#: ask for terabytes): ids fit the shards' uint32 with room to spare, and 1M positions.
-MAX_VOCAB_SIZE = 1 << 24
+#: The most positions a model may have: checked, with the tokenizer's MAX_VOCAB_SIZE, before
+#: anything is allocated (a typo or a corrupt model.json must not ask for terabytes).
 MAX_BLOCK_SIZE = 1 << 20
 
 

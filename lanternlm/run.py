@@ -67,9 +67,16 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
-    except RuntimeError as err:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
         raise LanternError(f"device {name!r}: {err}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LanternError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); "
+                               "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LanternError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def base_vocab_limit(tokenizer: "Tokenizer") -> int:

@@ -65,6 +65,8 @@ DEFAULT_SPECIAL_TOKENS = [EOT, PAD, SYSTEM, USER, ASSISTANT, END, THINK, END_THI
 
 FORMAT = "lanternlm-tokenizer"
 VERSION = 1
+MAX_VOCAB_SIZE = 1 << 24
+"""The largest vocabulary (ids fit the shards' uint32 with room to spare; models share the bound)."""
 
 Pair = tuple[int, int]
 
@@ -132,11 +134,19 @@ def escape_bytes(data: bytes) -> str:
 def check_text(text: str, where: str = "text") -> None:
     """Raise :class:`LanternError` if ``text`` cannot be encoded as UTF-8 (a lone surrogate).
 
+    A surrogate U+DC80..U+DCFF is how Python carries a byte that was not UTF-8 (in
+    command-line arguments, or input read with ``errors="surrogateescape"``): the error
+    names that byte.
+
     >>> check_text("naïve ☕")
     >>> check_text("bad \\ud800 here")
     Traceback (most recent call last):
     ...
     lanternlm.errors.LanternError: text: lone surrogate U+D800 at character 4 cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')
+    >>> check_text("caf\\udce9")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: text: byte 0xe9 at character 3 is not UTF-8; give UTF-8 text (e.g. convert it with iconv -t utf-8)
     """
     if not isinstance(text, str):
         raise LanternError(f"{where}: expected a str, got {type(text).__name__}")
@@ -145,10 +155,29 @@ def check_text(text: str, where: str = "text") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            raise LanternError(f"{where}: byte 0x{code - 0xDC00:02x} at character {err.start} is not UTF-8; "
+                               "give UTF-8 text (e.g. convert it with iconv -t utf-8)") from None
         raise LanternError(
-            f"{where}: lone surrogate U+{ord(text[err.start]):04X} at character {err.start} "
+            f"{where}: lone surrogate U+{code:04X} at character {err.start} "
             "cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')"
         ) from None
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as text; bytes that are not UTF-8 are a :class:`LanternError` naming the first.
+
+    >>> decode_utf8(b"caf\\xe9", "standard input")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: standard input: byte 0xe9 at offset 3 is not UTF-8 (unexpected end of data); give UTF-8 text (e.g. convert it with iconv -t utf-8)
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LanternError(f"{where}: byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8 "
+                           f"({err.reason}); give UTF-8 text (e.g. convert it with iconv -t utf-8)") from None
 
 
 #: Texts a split pattern must cut into non-empty pieces that join back to them: letters,
@@ -180,6 +209,23 @@ def check_pattern(pattern: str) -> None:
             raise LanternError(f"tokenizer pattern {pattern!r} does not cover all text: {text!r} would be "
                                f"encoded as {''.join(pieces)!r}; use the default pattern or one whose pieces "
                                "cover every character")
+
+
+def check_vocab_size(vocab_size: int, special_tokens: int = len(DEFAULT_SPECIAL_TOKENS)) -> None:
+    """Raise :class:`LanternError` unless a tokenizer of ``vocab_size`` ids can be trained:
+    256 bytes, the special tokens and at least one merge, at most :data:`MAX_VOCAB_SIZE`.
+
+    >>> check_vocab_size(10)
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: vocab_size=10 is too small: it must be at least 265 (256 bytes + 8 special tokens + 1 merge)
+    """
+    smallest = 256 + special_tokens + 1
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
+        raise LanternError(f"vocab_size={vocab_size!r} is too small: it must be at least {smallest} "
+                           f"(256 bytes + {special_tokens} special tokens + 1 merge)")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise LanternError(f"vocab_size={vocab_size} is too large: at most {MAX_VOCAB_SIZE:,}")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -450,10 +496,7 @@ class Tokenizer:
         """
         check_pattern(pattern)
         specials = list(special_tokens)
-        smallest = 256 + len(specials) + 1
-        if not isinstance(vocab_size, int) or vocab_size < smallest:
-            raise LanternError(f"vocab_size={vocab_size!r} is too small: it must be at least {smallest} "
-                               f"(256 bytes + {len(specials)} special tokens + 1 merge)")
+        check_vocab_size(vocab_size, len(specials))
         num_merges = vocab_size - 256 - len(specials)
         if backend == "rust":
             merges = train_bpe_rust(texts, num_merges, pattern)

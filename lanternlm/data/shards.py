@@ -235,6 +235,11 @@ def check_ids(ids: np.ndarray, vocab_size: int, where: str, offset: int = 0) -> 
                            "`lantern data check` and prepare the data again")
 
 
+def _ids(file: Path, dtype: np.dtype, tokens: int) -> np.ndarray:
+    """The ids of a shard file, memory-mapped read-only (an empty shard cannot be mapped)."""
+    return np.memmap(file, dtype=dtype, mode="r", shape=(tokens,)) if tokens else np.zeros(0, dtype)
+
+
 class ShardSet:
     """A shards folder, checked on opening: manifest, tokenizer fingerprint, every shard's size."""
 
@@ -263,8 +268,7 @@ class ShardSet:
 
     def split(self, name: str) -> list[np.memmap]:
         """The shards of split ``name`` as read-only memory maps (one flat array each)."""
-        return [np.memmap(self.directory / s["file"], dtype=self.dtype, mode="r", shape=(s["tokens"],))
-                for s in self._split(name)["shards"]]
+        return [_ids(self.directory / s["file"], self.dtype, s["tokens"]) for s in self._split(name)["shards"]]
 
     def tokens(self, name: str) -> int:
         return int(self._split(name)["tokens"])
@@ -288,7 +292,7 @@ class ShardSet:
         vocab = self.manifest["tokenizer"]["vocab_size"]
         for split in self.manifest["splits"].values():
             for shard in split["shards"]:
-                ids = np.memmap(self.directory / shard["file"], dtype=self.dtype, mode="r", shape=(shard["tokens"],))
+                ids = _ids(self.directory / shard["file"], self.dtype, shard["tokens"])
                 for start in range(0, len(ids), 1 << 24):
                     check_ids(ids[start:start + (1 << 24)], vocab, str(self.directory / shard["file"]), start)
                 actual = sha256_file(self.directory / shard["file"])
@@ -335,7 +339,7 @@ def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | Non
                                    f"{manifest['dtype']} tokens = {expected} bytes; the shard is truncated or "
                                    "corrupt: prepare the data again")
             if shard["tokens"]:  # cheap: the ids at both ends (the loader checks every batch it reads)
-                ids = np.memmap(file, dtype=shards.dtype, mode="r", shape=(shard["tokens"],))
+                ids = _ids(file, shards.dtype, shard["tokens"])
                 tail = max(0, len(ids) - ID_CHECK_TOKENS)
                 check_ids(ids[:ID_CHECK_TOKENS], manifest["tokenizer"]["vocab_size"], str(file))
                 check_ids(ids[tail:], manifest["tokenizer"]["vocab_size"], str(file), tail)

@@ -311,7 +311,7 @@ def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, d
     record, from the saved config; then applies the flags given. Returns ``(config,
     sources)``; a resumed value keeps the source it was first given.
     """
-    if args.resume and (Path(args.out) / RECORD_FILE).is_file():
+    if args.resume:
         (base, earlier), source = saved_config(args.out, name, cls), "resumed"
     else:
         if args.preset not in presets:
@@ -321,11 +321,18 @@ def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, d
     return config, {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
 
 
-def check_fresh(run_dir: Path, resume: bool) -> Path | None:
+def check_fresh(run_dir: Path, resume: bool, name: str | None = None) -> Path | None:
     """The run's latest checkpoint; an error when there is one and ``resume`` is not asked
+    (advising ``--resume`` only for a run of stage ``name``), or when ``run_dir`` is a file
     (a stage that writes into its run directory before training checks this first)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LanternError(f"--out {run_dir}: is a file, not a run directory")
     ckpt = latest_checkpoint(run_dir)
     if not resume and ckpt is not None:
+        stage = read_record(run_dir)["stage"] if (run_dir / RECORD_FILE).is_file() else name
+        if stage != name:
+            raise LanternError(f"{run_dir} already holds a run of stage {stage!r}; choose another --out")
         raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
                            f"or choose another --out")
     return ckpt
@@ -416,7 +423,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     check_config(config, name)
     config = absolute_paths(config)  # as the record reads them back, for the resume check
     run_dir = Path(run_dir)
-    ckpt = check_fresh(run_dir, resume)
+    ckpt = check_fresh(run_dir, resume, name)
     if resume:
         _check_resume(run_dir, name, config, resumable)
         if ckpt is None:

@@ -130,7 +130,7 @@ def build_data(config: SFTConfig, tokenizer, block_size: int) -> tuple[list[Rend
     for path in config.data:
         sourced += [(f"{path}: conversation {i + 1}", conv) for i, conv in enumerate(load_jsonl(path))]
 
-    train, dropped = [], 0
+    train, dropped, unanswered = [], 0, 0
     for where, conversation in sourced:
         rendered = render(conversation, tokenizer)
         if len(rendered.ids) - 1 > block_size:
@@ -142,8 +142,11 @@ def build_data(config: SFTConfig, tokenizer, block_size: int) -> tuple[list[Rend
             continue
         if sum(rendered.mask) > 0:
             train.append(rendered)
+        else:
+            unanswered += 1  # nothing to learn: no assistant turn
     if not train:
-        raise LanternError(f"sft: no training conversation fits the context of {block_size} tokens")
+        raise LanternError(f"sft: no conversation to train on: of {len(sourced)}, {dropped} do not fit the context "
+                           f"of {block_size} tokens and {unanswered} without an assistant answer to learn from")
 
     val = []
     for name in config.tasks:
