@@ -44,9 +44,11 @@ def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path
     state = {name: tensor.detach().contiguous().cpu()
              for name, tensor in model.state_dict().items()}
     fd, tmp = temp_file_beside(directory / WEIGHTS_FILE)
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
     try:
         save_file(state, str(tmp), metadata={"format": FORMAT})
+        os.chmod(tmp, mode)  # safetensors writes a new file of mode 0600
         os.replace(tmp, directory / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -36,7 +36,10 @@ def _read_text_arg(text: str) -> str:
     """A TEXT argument, or standard input when it is ``-`` (UTF-8, else a clear error)."""
     from .tokenizer import decode_utf8
 
-    return decode_utf8(sys.stdin.buffer.read(), "standard input") if text == "-" else text
+    if text != "-":
+        return text
+    raw = getattr(sys.stdin, "buffer", None)  # bytes, to name one that is not UTF-8
+    return decode_utf8(raw.read(), "standard input") if raw is not None else sys.stdin.read()
 
 
 @command

@@ -302,3 +302,64 @@ def test_a_mistake_is_one_clear_line(files, command, code, fragment, stdin, caps
 
 def test_the_table_is_large_enough():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_files_of_a_run_share_one_mode(files):
+    modes = {p.relative_to(files["run"]): oct(p.stat().st_mode & 0o777) for p in files["run"].rglob("*") if p.is_file()}
+    assert len(set(modes.values())) == 1, modes  # no 0600 from mkstemp beside 0644 from open
+
+
+# --------------------------------------------------------------------------- lantern chat
+
+
+def test_chat_survives_a_line_that_is_not_utf8(files, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\nThe king\n"), encoding="utf-8"))
+    assert main(["chat", str(files["run"]), "--temperature", "0", "--max-tokens", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "that line: byte 0xe9 at character 3 is not UTF-8" in out and "type it again" in out
+    assert out.count("> ") == 3  # the chat went on: a reply to the second line, then the end of input
+
+
+class InterruptedOnce(io.StringIO):
+    """An output stream where the user presses Ctrl-C while the first reply is printed."""
+
+    def __init__(self):
+        super().__init__()
+        self.armed = True
+
+    def write(self, text):
+        if self.armed and text and not text.startswith(("lantern chat", "> ")):
+            self.armed = False
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_chat_ctrl_c_stops_the_reply_not_the_session(files):
+    from lanternlm.run import Run
+    from lanternlm.sampling import SamplingParams
+    from lanternlm.terminal import ChatSession, PlainCompletion, chat_loop
+
+    run = Run(files["run"])
+    session = ChatSession(run.engine("cpu"), run.tokenizer, PlainCompletion(), SamplingParams(temperature=0),
+                          max_tokens=3)
+    out = InterruptedOnce()
+    chat_loop(session, io.StringIO("The king\nThe night\n"), out)
+    assert "(reply stopped; it is not kept in the conversation)" in out.getvalue()
+    assert [h["text"] for h in session.history][0] == "The night"  # only the second exchange is kept
+    assert len(session.history) == 2
+
+
+def test_chat_reply_of_hidden_thinking_only_says_so():
+    from lanternlm.terminal import ChatSession, ChatTemplate
+    from sft_helpers import train_tokenizer
+    from test_thinking import GREEDY, chat_engine
+
+    tokenizer = train_tokenizer(merges=100)
+    fmt = ChatTemplate(reasoning="high")
+    engine = chat_engine(tokenizer, fmt.prompt_ids(tokenizer, [], "Hi"), "<|think|>hmm, hmm<|/think|><|end|>")
+    out = io.StringIO()
+    ChatSession(engine, tokenizer, fmt, GREEDY, max_tokens=20).reply("Hi", out)
+    assert out.getvalue() == "(the reply was all thinking, hidden: /thinking on shows it)"
+    out = io.StringIO()
+    ChatSession(engine, tokenizer, fmt, GREEDY, max_tokens=20, show_thinking=True).reply("Hi", out)
+    assert out.getvalue() == "[thinking] hmm, hmm [/thinking]\n"
