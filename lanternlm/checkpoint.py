@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .config import atomic_write_text, read_json, temp_file_beside
+from .config import atomic_write_text, check_types, read_json, temp_file_beside
 from .errors import LanternError
 from .model import GPT, GPTConfig
 
@@ -96,6 +96,7 @@ def load_config(directory: str | os.PathLike) -> GPTConfig:
     if unknown:
         raise LanternError(f"{path}: unknown config field(s) {unknown} (written by a newer "
                            f"lanternlm?); known fields: {sorted(known)}")
+    check_types(GPTConfig, raw, str(path))
     try:
         return GPTConfig(**raw)
     except TypeError as err:

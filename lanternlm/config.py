@@ -154,11 +154,17 @@ def from_dict(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise LanternError(f"{where}: unknown {cls.__name__} fields {unknown} (known: {', '.join(names)})")
+    check_types(cls, raw, where)
+    return cls(**raw)
+
+
+def check_types(cls: type, raw: dict[str, Any], where: str) -> None:
+    """Raise :class:`LanternError` naming ``where`` and the field when a saved value of
+    ``raw`` does not have the type of ``cls``'s field (unknown names are not checked here)."""
     hints = typing.get_type_hints(cls)
     for name, value in raw.items():
-        if not _is_a(value, hints[name]):
-            raise LanternError(f"{where}: field {name!r} is {value!r}, expected {_kind(hints[name])}")
-    return cls(**raw)
+        if name in hints and not _is_a(value, hints[name]):
+            raise LanternError(f"{where}: field {name!r} is {value!r:.60}, expected {_kind(hints[name])}")
 
 
 def _is_a(value: Any, tp: Any) -> bool:

@@ -668,6 +668,8 @@ class Tokenizer:
         for rank, pair in enumerate(merges):
             if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
                 raise LanternError(f"{path}: field 'merges'[{rank}] is {pair!r}, expected a pair of token ids")
+        if not all(type(i) is int for i in data["special_tokens"].values()):
+            raise LanternError(f"{path}: field 'special_tokens' must map each token to its id (an integer)")
         specials = sorted(data["special_tokens"].items(), key=lambda item: item[1])
         expected = [256 + len(merges) + i for i in range(len(specials))]
         if [i for _, i in specials] != expected:

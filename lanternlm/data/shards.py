@@ -302,6 +302,40 @@ class ShardSet:
                                        "prepare the data again")
 
 
+def check_manifest(manifest: dict, path: Path) -> None:
+    """Raise :class:`LanternError` naming ``path`` and the field when the manifest does not
+    have the layout of the module docstring, or its counts disagree (a split's tokens and
+    documents are its shards' sums; the ids fit the dtype)."""
+    def field(where: str, value: Any, kind: type | tuple, what: str) -> Any:
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise LanternError(f"{path}: field {where} is {value!r:.60}, expected {what}")
+        return value
+
+    tok = field("'tokenizer'", manifest.get("tokenizer"), dict, "an object")
+    for key, kind, what in (("file", str, "a file name"), ("fingerprint", str, "a hex digest"),
+                            ("vocab_size", int, "a count"), ("eot_id", int, "a token id")):
+        field(f"'tokenizer.{key}'", tok.get(key), kind, what)
+    if manifest.get("dtype") not in ("uint16", "uint32"):
+        raise LanternError(f"{path}: field 'dtype' is {manifest.get('dtype')!r}, expected 'uint16' or 'uint32'")
+    if tok["vocab_size"] > np.iinfo(manifest["dtype"]).max + 1 or tok["eot_id"] >= tok["vocab_size"]:
+        raise LanternError(f"{path}: field 'tokenizer': vocab_size {tok['vocab_size']} and eot_id {tok['eot_id']} "
+                           f"do not fit {manifest['dtype']} ids")
+    for name, split in field("'splits'", manifest.get("splits"), dict, "an object").items():
+        field(f"'splits.{name}'", split, dict, "an object")
+        shards = field(f"'splits.{name}.shards'", split.get("shards"), list, "a list")
+        for i, shard in enumerate(shards):
+            field(f"'splits.{name}.shards[{i}]'", shard, dict, "an object")
+            for key, kind, what in (("file", str, "a file name"), ("tokens", int, "a count"),
+                                    ("documents", int, "a count"), ("sha256", str, "a hex digest")):
+                field(f"'splits.{name}.shards[{i}].{key}'", shard.get(key), kind, what)
+        for key in ("tokens", "documents", "bytes"):
+            field(f"'splits.{name}.{key}'", split.get(key), int, "a count")
+        for key in ("tokens", "documents"):
+            if split[key] != sum(shard[key] for shard in shards):
+                raise LanternError(f"{path}: field 'splits.{name}.{key}' is {split[key]}, but its shards hold "
+                                   f"{sum(shard[key] for shard in shards)}")
+
+
 def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | None" = None,
                 verify: bool = False) -> ShardSet:
     """Open a shards folder written by :class:`ShardWriter` (or ``lantern data prepare``).
@@ -316,11 +350,7 @@ def open_shards(directory: str | os.PathLike, expect_tokenizer: "Tokenizer | Non
         raise LanternError(f"{directory}: no manifest.json; make shards with `lantern data prepare SOURCES --out "
                            f"{directory}` (a folder without a manifest is unfinished)")
     manifest = read_json(path, FORMAT)
-    for key in ("tokenizer", "dtype", "splits"):
-        if key not in manifest:
-            raise LanternError(f"{path}: field {key!r} is missing")
-    if manifest["dtype"] not in ("uint16", "uint32"):
-        raise LanternError(f"{path}: field 'dtype' is {manifest['dtype']!r}, expected 'uint16' or 'uint32'")
+    check_manifest(manifest, path)
     if expect_tokenizer is not None and expect_tokenizer.fingerprint() != manifest["tokenizer"]["fingerprint"]:
         raise LanternError(
             f"{path}: tokenizer mismatch: the shards were made with tokenizer "

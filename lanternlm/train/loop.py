@@ -301,7 +301,12 @@ def saved_config(run_dir: str | Path, name: str, cls: type) -> tuple[Any, dict[s
     if record["stage"] != name:
         raise LanternError(f"{run_dir / RECORD_FILE}: holds a run of stage {record['stage']!r}, not {name!r}; "
                            f"choose another --out")
-    return from_dict(cls, record["config"], str(run_dir / RECORD_FILE)), dict(record.get("sources", {}))
+    config = from_dict(cls, record["config"], str(run_dir / RECORD_FILE))
+    try:
+        check_config(config, name)
+    except LanternError as err:  # an impossible saved value: say where it was read
+        raise LanternError(f"{run_dir / RECORD_FILE}: {err}") from None
+    return config, dict(record.get("sources", {}))
 
 
 def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, dict[str, str]]:
