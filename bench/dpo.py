@@ -22,7 +22,6 @@ Goal: ours >= 2x TRL's.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform

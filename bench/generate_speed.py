@@ -110,7 +110,7 @@ def table(rows, dtypes: list[str]) -> str:
         head += [f"ours {dtypes[-1]} / HF {dtypes[0]}"]
     int8 = ("ours", "int8") in rows[0][2]
     if int8:
-        head += ["ours int8", f"ours int8 / HF {dtypes[0]}", f"ours int8 / best HF"]
+        head += ["ours int8", f"ours int8 / HF {dtypes[0]}", "ours int8 / best HF"]
     head += [f"same greedy tokens ({dtypes[0]})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, batch, speeds, same in rows:

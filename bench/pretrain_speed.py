@@ -175,7 +175,7 @@ def gpu_mode(args) -> list[str]:
         f"| lanternlm `GPT`, torch.compile | {ours_rate:,.0f} | {ours_mfu:.1%} |",
         f"| HF `GPT2LMHeadModel`, eager | {hf_rate:,.0f} | {hf_mfu:.1%} |",
         "",
-        f"Goal: >= 600K tokens/s for ours (nanoGPT compiled: 511K, 44% MFU; HF eager: 215K on the same H200).",
+        "Goal: >= 600K tokens/s for ours (nanoGPT compiled: 511K, 44% MFU; HF eager: 215K on the same H200).",
     ]
 
 

@@ -179,7 +179,7 @@ def main() -> None:
         f"(levels none/low/medium/high in turn), context {mc.block_size}, lr {config.lr}, "
         f"final train loss {summary.get('train_loss', float('nan')):.3f}, val loss {summary.get('val_loss', float('nan')):.3f}",
         f"- eval: {args.n} held-out examples per task and level (test split), greedy, up to 320 tokens",
-        f"- time: " + ", ".join(f"{k[:-4]} {v:.1f} min" for k, v in timings.items()),
+        "- time: " + ", ".join(f"{k[:-4]} {v:.1f} min" for k, v in timings.items()),
         "",
         "Accuracy (correct/examples, mean thinking tokens):",
         "",

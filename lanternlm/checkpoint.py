@@ -4,11 +4,14 @@ A model directory (a run directory, or an exported model) holds::
 
     model.safetensors   the weights (safetensors: no code runs when loading)
     model.json          {"format": "lanternlm-model/1", "config": {GPTConfig fields},
-                         "num_params": int, "dtype": "float32"}
+                         "num_params": int, "dtype": "float32",
+                         "tokenizer": {"fingerprint": HEX, "vocab_size": int}}
     tokenizer.json      the tokenizer (written by the tokenizer/data/training stages)
 
 Each file is written to a temporary name and renamed into place, so a crash never leaves
-a half-written file under the real name. Training state (optimizer, data position)
+a half-written file under the real name. ``model.json`` names the tokenizer the weights
+were trained with (its fingerprint), so a run never pairs its weights with another
+tokenizer (:meth:`lanternlm.run.Run.model` checks). Training state (optimizer, data position)
 belongs to :mod:`lanternlm.train`, not here.
 """
 
@@ -17,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .config import atomic_write_text, read_json
+from .config import atomic_write_text, check_types, read_json, temp_file_beside
 from .errors import LanternError
 from .model import GPT, GPTConfig
 
@@ -32,18 +34,21 @@ CONFIG_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save_model(directory: str | os.PathLike, model: GPT) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it."""
+def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
+    With ``tokenizer``, ``model.json`` records its fingerprint (the weights' tokenizer)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
              for name, tensor in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(directory / WEIGHTS_FILE)
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"format": FORMAT})
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        os.chmod(tmp, mode)  # safetensors writes a new file of mode 0600
         os.replace(tmp, directory / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,6 +56,8 @@ def save_model(directory: str | os.PathLike, model: GPT) -> Path:
     meta = {"format": FORMAT, "config": dataclasses.asdict(model.config),
             "num_params": model.num_params(),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    if tokenizer is not None:
+        meta["tokenizer"] = {"fingerprint": tokenizer.fingerprint(), "vocab_size": tokenizer.vocab_size}
     atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -60,6 +67,16 @@ def _meta(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise LanternError(f"{path}: no such file; is {directory} a model or run directory?")
     return read_json(path, FORMAT)
+
+
+def saved_tokenizer(directory: str | os.PathLike) -> dict | None:
+    """The fingerprint and size of the tokenizer the weights were trained with (``model.json``'s
+    ``tokenizer``), or None for a model saved without one."""
+    found = _meta(directory).get("tokenizer")
+    if found is not None and not (isinstance(found, dict) and isinstance(found.get("fingerprint"), str)):
+        raise LanternError(f"{Path(directory) / CONFIG_FILE}: field 'tokenizer' is {found!r}, expected "
+                           '{"fingerprint": HEX, "vocab_size": N}')
+    return found
 
 
 def saved_dtype(directory: str | os.PathLike) -> str:
@@ -79,6 +96,7 @@ def load_config(directory: str | os.PathLike) -> GPTConfig:
     if unknown:
         raise LanternError(f"{path}: unknown config field(s) {unknown} (written by a newer "
                            f"lanternlm?); known fields: {sorted(known)}")
+    check_types(GPTConfig, raw, str(path))
     try:
         return GPTConfig(**raw)
     except TypeError as err:

@@ -33,8 +33,13 @@ def _add_device_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _read_text_arg(text: str) -> str:
-    """A TEXT argument, or standard input when it is ``-``."""
-    return sys.stdin.read() if text == "-" else text
+    """A TEXT argument, or standard input when it is ``-`` (UTF-8, else a clear error)."""
+    from .tokenizer import decode_utf8
+
+    if text != "-":
+        return text
+    raw = getattr(sys.stdin, "buffer", None)  # bytes, to name one that is not UTF-8
+    return decode_utf8(raw.read(), "standard input") if raw is not None else sys.stdin.read()
 
 
 @command
@@ -219,6 +224,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         add_arguments(prep, cls)
     prep.set_defaults(func=_data_prepare)
 
+    check = actions.add_parser("check", help="verify a shards folder: sizes, token ids and sha256s",
+                               description="Read every shard of DIR once: its size, every id against the "
+                                           "tokenizer's vocabulary and its sha256 against the manifest.")
+    check.add_argument("dir", metavar="DIR", help="a shards folder (with manifest.json)")
+    check.set_defaults(func=_data_check)
+
 
 def _data_get(args: argparse.Namespace) -> None:
     from .data.builtin import get
@@ -230,6 +241,13 @@ def _data_list(args: argparse.Namespace) -> None:
     from .data.builtin import listing
 
     print(listing())
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from .data.shards import open_shards
+
+    print(f"{args.dir}: every shard has its recorded size, sha256 and ids inside the vocabulary\n"
+          + open_shards(args.dir, verify=True).describe())
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
@@ -320,7 +338,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                                    "streams as it is generated; --show-probs prints every step's "
                                    "candidates and probabilities instead.")
     p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
-    p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue ('-' reads standard input)")
     _add_sampling_flags(p)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop when this text appears (repeatable); it is left out of the output")
@@ -355,7 +373,7 @@ def _add_thinking_flags(p: argparse.ArgumentParser, reasoning_help: str) -> None
 def _generate(args: argparse.Namespace) -> int:
     from .terminal import generate_command
 
-    return generate_command(args.run, args.prompt, sampling=_sampling_from_args(args),
+    return generate_command(args.run, _read_text_arg(args.prompt), sampling=_sampling_from_args(args),
                             max_tokens=args.max_tokens, stop=args.stop, num=args.num,
                             show_probs=args.show_probs, top=args.top, truncate=args.truncate,
                             bos=args.bos, reasoning=args.reasoning, system=args.system,
@@ -939,8 +957,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a training loop says where it stopped and how to go on
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
 
 

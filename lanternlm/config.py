@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import types
@@ -27,7 +28,9 @@ from .errors import LanternError
 
 
 def option(default: Any, help: str, **kwargs) -> Any:
-    """A dataclass field with a help string (shown by ``--help``)."""
+    """A dataclass field with a help string (shown by ``--help``); ``path=True`` marks a
+    file or directory (or a list of them), which a run record stores relative to the run
+    directory (:func:`path_fields`)."""
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default),
                                  metadata={"help": help, **kwargs})
@@ -65,7 +68,9 @@ def _converter(tp: Any):
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left unset, see below)."""
+    """Add one ``--flag`` per field of dataclass ``cls``. A flag not given leaves its value
+    unset (the preset's or parent's value applies, see below); ``--flag none`` on an
+    ``Optional`` field sets it to None, whatever a preset says."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} options")
     for f in dataclasses.fields(cls):
@@ -75,9 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         group.add_argument(_flag(f.name), dest=f"cfg_{f.name}", type=_converter(hints[f.name]),
-                           default=None, metavar=hints[f.name].__name__.upper()
+                           default=argparse.SUPPRESS, metavar=hints[f.name].__name__.upper()
                            if isinstance(hints[f.name], type) else "VALUE",
                            help=f"{help_text} (default: {default})")
+
+
+_UNSET = object()  # a flag that was not given (None is a value: ``--max-minutes none``)
 
 
 def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
@@ -91,12 +99,41 @@ def from_arguments(cls: type, args: argparse.Namespace, base: Any = None,
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        given = getattr(args, f"cfg_{f.name}", None)
-        if given is not None:
+        given = getattr(args, f"cfg_{f.name}", _UNSET)
+        if given is not _UNSET:
             values[f.name], sources[f.name] = given, "cli"
         else:
             values[f.name], sources[f.name] = getattr(base, f.name), base_source
     return cls(**values), sources
+
+
+def path_fields(cls: type) -> tuple[str, ...]:
+    """The fields of dataclass ``cls`` declared with ``option(..., path=True)``."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("path"))
+
+
+def map_paths(values: dict[str, Any], names: Any, fn) -> dict[str, Any]:
+    """``values`` with ``fn`` applied to every non-empty path among the fields ``names``
+    (a string, or each string of a list).
+
+    >>> map_paths({"data": "shards", "files": ["a", ""], "lr": 1.0}, ("data", "files"), str.upper)
+    {'data': 'SHARDS', 'files': ['A', ''], 'lr': 1.0}
+    """
+    out = dict(values)
+    for name in names:
+        value = out.get(name)
+        if isinstance(value, str) and value:
+            out[name] = fn(value)
+        elif isinstance(value, list):
+            out[name] = [fn(v) if isinstance(v, str) and v else v for v in value]
+    return out
+
+
+def absolute_paths(config: Any) -> Any:
+    """``config`` (a dataclass) with its :func:`path_fields` made absolute (from the working directory)."""
+    names = path_fields(type(config))
+    given = {name: getattr(config, name) for name in names}
+    return dataclasses.replace(config, **map_paths(given, names, lambda p: str(Path(p).resolve())))
 
 
 def from_dict(cls: type, raw: Any, where: str) -> Any:
@@ -120,14 +157,75 @@ def from_dict(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise LanternError(f"{where}: unknown {cls.__name__} fields {unknown} (known: {', '.join(names)})")
+    check_types(cls, raw, where)
     return cls(**raw)
+
+
+def check_types(cls: type, raw: dict[str, Any], where: str) -> None:
+    """Raise :class:`LanternError` naming ``where`` and the field when a saved value of
+    ``raw`` does not have the type of ``cls``'s field (unknown names are not checked here)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in raw.items():
+        if name in hints and not _is_a(value, hints[name]):
+            raise LanternError(f"{where}: field {name!r} is {value!r:.60}, expected {_kind(hints[name])}")
+
+
+def _is_a(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits a field type (int for float fields too; other types unchecked).
+
+    >>> _is_a(3, float), _is_a(True, int), _is_a(None, typing.Optional[int]), _is_a(["a", 1], list[str])
+    (True, False, True, False)
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_a(value, arg) for arg in args)
+    if tp is type(None):
+        return value is None
+    if tp in (int, float):
+        return isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool)
+    if tp in (bool, str):
+        return isinstance(value, tp)
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value) if args else isinstance(value, list)
+    return True
+
+
+def _kind(tp: Any) -> str:
+    """A field type as the error messages say it: ``a float``, ``null or an integer``, ...
+
+    >>> _kind(typing.Optional[int]), _kind(list[str])
+    ('an integer or null', 'a list of strings')
+    """
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union or typing.get_origin(tp) is types.UnionType:
+        return " or ".join(_kind(a) for a in args) + " or null"
+    if typing.get_origin(tp) in (list, tuple):
+        return "a list of " + (_kind(args[0]).split(" ", 1)[1] + "s" if args else "values")
+    return {int: "an integer", float: "a float", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def temp_file_beside(path: str | os.PathLike) -> tuple[int, Path]:
+    """A new, empty, hidden file beside ``path`` to be renamed onto it: ``(fd, its path)``.
+
+    Created with the permissions an ordinary ``open`` gives (0666 less the umask), so
+    every file of a run directory has the same mode (``mkstemp`` would make it 0600).
+    An error when ``path`` is a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise LanternError(f"{path}: is a directory, not a file; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 32 random bits met an earlier file
+            continue
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -197,3 +295,22 @@ def read_json(path: str | os.PathLike, format: str | None = None) -> Any:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise LanternError(f"{path}: field 'format' is {found!r}, expected {format!r}")
     return data
+
+
+def file_in(directory: str | os.PathLike, name: Any, where: str) -> Path:
+    """``directory / name`` where ``name``, read from the file ``where``, is a plain file
+    name: a name that is absolute, has a separator or is ``..`` would reach outside the
+    directory, and is a :class:`LanternError`.
+
+    >>> file_in("run/checkpoints", "step_0000010", "latest")
+    PosixPath('run/checkpoints/step_0000010')
+    >>> file_in("data", "../../etc/passwd", "data/manifest.json")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: data/manifest.json: names '../../etc/passwd', which is not a file inside data; refusing to read outside it
+    """
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or os.sep in name or "\0" in name):
+        raise LanternError(f"{where}: names {name!r}, which is not a file inside {directory}; "
+                           "refusing to read outside it")
+    return Path(directory) / name

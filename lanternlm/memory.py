@@ -96,6 +96,26 @@ def available_memory() -> dict[str, int]:
     return found
 
 
+def check_fits(config: GPTConfig, device, training: bool = False) -> None:
+    """Raise :class:`LanternError` before allocating a model whose fp32 weights (training:
+    weights, gradients and two AdamW states, 16 bytes a parameter) exceed the total memory
+    of ``device`` (the RAM for the CPU): a typo in a size is an error, not a crash."""
+    import torch
+
+    device = torch.device(device)
+    n = num_params(config)
+    need = n * (16 if training else 4)
+    if device.type == "cuda":
+        where, have = str(device), torch.cuda.get_device_properties(device.index or 0).total_memory
+    else:
+        where, have = "this machine's RAM", available_memory()["RAM"]
+    if need > have:
+        raise LanternError(f"the model has {n:,} parameters: {format_bytes(need)} for its "
+                           f"{'weights, gradients and optimizer states' if training else 'weights'}, more than "
+                           f"the {format_bytes(have)} of {where}; choose smaller sizes (vocab {config.vocab_size:,}, "
+                           f"width {config.n_embd:,}, {config.n_layer:,} layers, context {config.block_size:,})")
+
+
 def architecture(config: GPTConfig) -> str:
     """One line naming the family switches, e.g. for the GPT-2 preset
     ``learned positions, layernorm, gelu MLP, biases, tied embeddings``."""
@@ -176,6 +196,8 @@ def describe_model(config: GPTConfig, title: str, batch_size: int = 1,
 
 def info(target: str | None = None, batch_size: int = 1, context: int | None = None) -> str:
     """``lantern info``: the presets table, or one preset's / run directory's report."""
+    if batch_size < 1:
+        raise LanternError(f"--batch-size {batch_size}: must be >= 1")
     if target is None:
         return describe_presets()
     if target in MODEL_PRESETS:

@@ -45,8 +45,15 @@ import torch.nn.functional as F
 from .config import option
 from .errors import LanternError
 from .loss import token_logprobs
+from .tokenizer import MAX_VOCAB_SIZE
 
 # --------------------------------------------------------------------------- config
+
+
+#: The most positions and blocks a model may have: checked, with the tokenizer's MAX_VOCAB_SIZE,
+#: before anything is built (a typo or a corrupt model.json must not ask for terabytes).
+MAX_BLOCK_SIZE = 1 << 20
+MAX_LAYERS = 1 << 12
 
 
 @dataclass
@@ -87,6 +94,9 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
+        for name, most in (("vocab_size", MAX_VOCAB_SIZE), ("block_size", MAX_BLOCK_SIZE), ("n_layer", MAX_LAYERS)):
+            if getattr(self, name) > most:
+                raise bad(name, f"must be at most {most:,}")
         if self.pos_encoding not in ("learned", "rope"):
             raise bad("pos_encoding", "choose 'learned' or 'rope'")
         if self.norm not in ("layernorm", "rmsnorm"):
@@ -105,6 +115,9 @@ class GPTConfig:
             raise bad("sliding_window", "must be a positive integer or None")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= (0 if name == "init_std" else 1e-30)):
+                raise bad(name, "must be a finite number > 0" if name != "init_std" else "must be finite and >= 0")
 
     @property
     def head_dim(self) -> int:

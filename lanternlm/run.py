@@ -12,7 +12,9 @@ The run record is ``{"stage": STAGE, "parent": PATH | null, "config": {...}, "so
 {...}, ...}``: ``stage`` is one of :data:`STAGES`, written explicitly by the stage that
 made the run; ``parent`` is the run it started from (a path relative to the run
 directory, so a tree of runs can be moved together); ``config`` holds the stage
-config's values and ``sources`` where each came from. :func:`write_record` writes it,
+config's values and ``sources`` where each came from; the config fields that are paths
+(``path_fields``: the shards, the base run, data files) are stored relative to the run
+directory too, and read back as absolute paths. :func:`write_record` writes it,
 :func:`read_record` reads it with clear errors, :class:`Run` answers every question a
 command asks of a run:
 
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import atomic_write_text, read_json
+from .config import atomic_write_text, map_paths, path_fields, read_json
 from .errors import LanternError
 
 if TYPE_CHECKING:
@@ -65,9 +67,16 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
-    except RuntimeError as err:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
         raise LanternError(f"device {name!r}: {err}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LanternError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); "
+                               "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LanternError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def base_vocab_limit(tokenizer: "Tokenizer") -> int:
@@ -105,9 +114,14 @@ def write_record(run_dir: str | os.PathLike, stage: str, config: Any, *,
     if stage not in STAGES:
         raise LanternError(f"run record: unknown stage {stage!r}; stages are {STAGES}")
     run_dir = Path(run_dir)
-    link = None if parent is None else os.path.relpath(Path(parent).resolve(), run_dir.resolve())
-    record = {"stage": stage, "parent": link,
-              "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
+
+    def relative(path: str | os.PathLike) -> str:
+        return os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+    values, paths = ((dataclasses.asdict(config), path_fields(type(config))) if dataclasses.is_dataclass(config)
+                     else (dict(config), ()))
+    record = {"stage": stage, "parent": None if parent is None else relative(parent),
+              "config": map_paths(values, paths, relative), "path_fields": list(paths),
               "sources": sources or {}, **extra}
     path = run_dir / RECORD_FILE
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
@@ -129,8 +143,14 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
         record["stage"] = "pretrain"
     if record["stage"] not in STAGES:
         raise LanternError(f"{path}: unknown stage {record['stage']!r}; stages are {STAGES}")
+    paths = record.get("path_fields", [])  # written before paths were relative to the run: none
+    if not (isinstance(paths, list) and all(isinstance(name, str) for name in paths)):
+        raise LanternError(f"{path}: field 'path_fields' is {paths!r}, expected a list of field names")
+    record["config"] = map_paths(record.get("config", {}), paths, lambda p: str((run_dir / p).resolve()))
     if "parent" in record:
         link = record["parent"]
+        if link is not None and not isinstance(link, str):
+            raise LanternError(f"{path}: field 'parent' is {link!r}, expected a path or null")
         record["parent"] = None if link is None else str((run_dir / link).resolve())
     else:  # written before: the parent was 'base', as given on the command line
         record["parent"] = None if record.get("base") is None else str(Path(record["base"]).resolve())
@@ -229,9 +249,16 @@ class Run:
 
     def model(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "GPT":
         """The model in eval mode on ``device`` (default :func:`pick_device`), weights as
-        saved or cast to ``dtype``; checked against the tokenizer."""
-        from .checkpoint import load_model
+        saved or cast to ``dtype``; checked against the tokenizer (the fingerprint
+        ``model.json`` binds the weights to, and the vocabulary size)."""
+        from .checkpoint import TOKENIZER_FILE, load_model, saved_tokenizer
 
+        bound = saved_tokenizer(self.path)
+        if bound is not None and bound["fingerprint"] != self.tokenizer.fingerprint():
+            raise LanternError(f"{self.path / TOKENIZER_FILE}: not the tokenizer these weights were trained with "
+                               f"(fingerprint {self.tokenizer.fingerprint()[:12]}, vocab {self.tokenizer.vocab_size}; "
+                               f"model.json says {bound['fingerprint'][:12]}, vocab {bound.get('vocab_size')}); "
+                               f"put the run's own tokenizer.json back")
         model = load_model(self.path, device=pick_device(device), dtype=dtype)
         if self.tokenizer.vocab_size > model.config.vocab_size:
             raise LanternError(f"{self.path}: tokenizer has {self.tokenizer.vocab_size} tokens but the "

@@ -18,11 +18,18 @@ by token id, while the text streams).
 
 Best-of-n (chat models): ``--best-of N --reward-model RM`` samples N answers and shows the
 one the reward model scores highest (:func:`lanternlm.reward.best_of_n`), with every score.
+
+Mishaps in a chat do not end it: a line that is not UTF-8 is named (its byte) and can be
+typed again; Ctrl-C during a reply stops that reply (it is not kept in the conversation);
+a reply that shows nothing (all hidden thinking) says so. Ctrl-C or end of input at the
+prompt leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 import sys
 from typing import Protocol, Sequence, TextIO
@@ -34,7 +41,7 @@ from .generate import TextPiece, complete, default_stop_tokens, encode_prompt, s
 from .inspect.common import bar
 from .run import Run
 from .sampling import PRESETS, SamplingParams, preset
-from .tokenizer import END_THINK, THINK, Tokenizer
+from .tokenizer import END_THINK, THINK, Tokenizer, check_text
 
 
 # --------------------------------------------------------------------------- probabilities view
@@ -278,7 +285,7 @@ CHAT_HELP = """commands:
   /preset NAME         one of: {presets}
   /settings            show the current settings
   /help                this text
-  /quit                leave (so does end of input)
+  /quit                leave (so do end of input and Ctrl-C at the prompt; Ctrl-C during a reply stops it)
 """
 
 
@@ -378,6 +385,7 @@ class ChatSession:
         if self.show_thinking and thinking:
             out.write(f"[thinking] {thinking} [/thinking]\n")
         out.write(answer)
+        self._say_if_nothing_shown(answer, bool(thinking) and not self.show_thinking, out)
         listed = ", ".join(f"{'*' if i == best else ''}{score:.3f}" for i, score in enumerate(scores))
         out.write(f"\n(best of {len(scores)} by reward; scores {listed})")
         return completions[best].tokens
@@ -395,20 +403,30 @@ class ChatSession:
             self.format.remember(self.tokenizer, self.history, user, reply, reply_ids)
             return reply
         shown = ThinkingFilter(self.tokenizer, self.show_thinking) if chat else None
-        text, reply_ids = [], []
-        for piece in stream_text(self.engine, self.tokenizer, [ids], max_tokens=self.max_tokens,
-                                 sampling=self.sampling,
-                                 stop_tokens=self.format.stop_tokens(self.tokenizer),
-                                 truncate="left",
-                                 thinking=thinking_budget(self.tokenizer, self.thinking_budget) if chat else None):
-            text.append(piece.text)
-            if piece.event.finish_reason != "stop":  # a stop token is not part of the reply
-                reply_ids.append(piece.event.token)
-            out.write(shown.piece(piece) if shown is not None else piece.text)
-            out.flush()
+        text, reply_ids, visible = [], [], []
+        pieces = stream_text(self.engine, self.tokenizer, [ids], max_tokens=self.max_tokens, sampling=self.sampling,
+                             stop_tokens=self.format.stop_tokens(self.tokenizer), truncate="left",
+                             thinking=thinking_budget(self.tokenizer, self.thinking_budget) if chat else None)
+        with contextlib.closing(pieces):  # Ctrl-C in the middle ends the generation here
+            for piece in pieces:
+                text.append(piece.text)
+                if piece.event.finish_reason != "stop":  # a stop token is not part of the reply
+                    reply_ids.append(piece.event.token)
+                visible.append(shown.piece(piece) if shown is not None else piece.text)
+                out.write(visible[-1])
+                out.flush()
         reply = "".join(text)
+        hidden = chat and not self.show_thinking and bool(split_reply(reply_ids, ChatTokens.of(self.tokenizer))[0])
+        self._say_if_nothing_shown("".join(visible), hidden, out)
         self.format.remember(self.tokenizer, self.history, user, reply, reply_ids)
         return reply
+
+    @staticmethod
+    def _say_if_nothing_shown(shown: str, thinking_hidden: bool, out: TextIO) -> None:
+        """A reply that shows nothing (all hidden thinking, or empty) says so instead of an empty line."""
+        if not shown.strip():
+            out.write("(the reply was all thinking, hidden: /thinking on shows it)" if thinking_hidden
+                      else "(the model replied nothing)")
 
 
 def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = "> ") -> None:
@@ -421,12 +439,20 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
     while True:
         out.write(prompt)
         out.flush()
-        line = lines.readline()
+        try:
+            line = lines.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt leaves, like end of input
+            line = ""
         if not line:
             out.write("\n")
             return
         line = line.rstrip("\n")
         if not line.strip():
+            continue
+        try:
+            check_text(line, "that line")
+        except LanternError as err:  # a line that is not UTF-8: say which byte, keep the chat
+            out.write(f"{err}; type it again\n")
             continue
         if line.startswith("/"):
             answer = session.command(line)
@@ -434,7 +460,10 @@ def chat_loop(session: ChatSession, lines: TextIO, out: TextIO, prompt: str = ">
                 return
             out.write(answer.rstrip("\n") + "\n")
             continue
-        session.reply(line, out)
+        try:
+            session.reply(line, out)
+        except KeyboardInterrupt:  # Ctrl-C during a reply stops the reply, not the chat
+            out.write("\n(reply stopped; it is not kept in the conversation)")
         out.write("\n")
 
 
@@ -464,8 +493,16 @@ def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
     chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens,
                           thinking_budget=thinking_budget_tokens, show_thinking=show_thinking,
                           best_of=best_of, reward_model=_reward_model(reward_model, device) if best_of > 1 else None),
-              lines or sys.stdin, out or sys.stdout)
+              lines or _stdin_lines(), out or sys.stdout)
     return 0
+
+
+def _stdin_lines() -> TextIO:
+    """Standard input for the chat: a line that is not UTF-8 arrives with its bytes escaped
+    (``surrogateescape``) for :func:`chat_loop` to name, instead of ending the session."""
+    if not hasattr(sys.stdin, "buffer"):  # already text (a test's StringIO)
+        return sys.stdin
+    return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
 
 
 def check_best_of(best_of: int, reward_model: str | None) -> None:

@@ -74,6 +74,8 @@ DEFAULT_SPECIAL_TOKENS = [EOT, PAD, SYSTEM, USER, ASSISTANT, END, THINK, END_THI
 
 FORMAT = "lanternlm-tokenizer"
 VERSION = 1
+MAX_VOCAB_SIZE = 1 << 24
+"""The largest vocabulary (ids fit the shards' uint32 with room to spare; models share the bound)."""
 
 Pair = tuple[int, int]
 
@@ -141,11 +143,19 @@ def escape_bytes(data: bytes) -> str:
 def check_text(text: str, where: str = "text") -> None:
     """Raise :class:`LanternError` if ``text`` cannot be encoded as UTF-8 (a lone surrogate).
 
+    A surrogate U+DC80..U+DCFF is how Python carries a byte that was not UTF-8 (in
+    command-line arguments, or input read with ``errors="surrogateescape"``): the error
+    names that byte.
+
     >>> check_text("naïve ☕")
     >>> check_text("bad \\ud800 here")
     Traceback (most recent call last):
     ...
     lanternlm.errors.LanternError: text: lone surrogate U+D800 at character 4 cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')
+    >>> check_text("caf\\udce9")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: text: byte 0xe9 at character 3 is not UTF-8; give UTF-8 text (e.g. convert it with iconv -t utf-8)
     """
     if not isinstance(text, str):
         raise LanternError(f"{where}: expected a str, got {type(text).__name__}")
@@ -154,10 +164,77 @@ def check_text(text: str, where: str = "text") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            raise LanternError(f"{where}: byte 0x{code - 0xDC00:02x} at character {err.start} is not UTF-8; "
+                               "give UTF-8 text (e.g. convert it with iconv -t utf-8)") from None
         raise LanternError(
-            f"{where}: lone surrogate U+{ord(text[err.start]):04X} at character {err.start} "
+            f"{where}: lone surrogate U+{code:04X} at character {err.start} "
             "cannot be encoded as UTF-8; fix the input (e.g. decode it with errors='replace')"
         ) from None
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as text; bytes that are not UTF-8 are a :class:`LanternError` naming the first.
+
+    >>> decode_utf8(b"caf\\xe9", "standard input")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: standard input: byte 0xe9 at offset 3 is not UTF-8 (unexpected end of data); give UTF-8 text (e.g. convert it with iconv -t utf-8)
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LanternError(f"{where}: byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8 "
+                           f"({err.reason}); give UTF-8 text (e.g. convert it with iconv -t utf-8)") from None
+
+
+#: Texts a split pattern must cut into non-empty pieces that join back to them: letters,
+#: punctuation, digits, tabs, both newlines, accents, symbols and CJK.
+PATTERN_PROBES = ("Hello, world!", "It's 2024:\tnaïve café ☕ (a+b)=c;", "  日本語\r\n\n x_y-z  ")
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise :class:`LanternError` unless ``pattern`` is a regex that cuts text into
+    non-empty pieces covering all of it (text outside the pieces would be dropped
+    silently; an empty piece makes every encode fail). Checked on :data:`PATTERN_PROBES`.
+
+    >>> check_pattern(GPT4_SPLIT_PATTERN)
+    >>> check_pattern("[A-Za-z]+")
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: tokenizer pattern '[A-Za-z]+' does not cover all text: 'Hello, world!' would be encoded as 'Helloworld'; use the default pattern or one whose pieces cover every character
+    """
+    try:
+        split = regex.compile(pattern)
+    except (regex.error, TypeError) as err:
+        raise LanternError(f"tokenizer pattern {pattern!r}: invalid regex ({err})") from None
+    for text in PATTERN_PROBES:
+        pieces = split.findall(text)
+        if "" in pieces:
+            raise LanternError(f"tokenizer pattern {pattern!r} matches empty pieces (in {text!r}); "
+                               "every piece must hold at least one character")
+        if "".join(pieces) != text:
+            raise LanternError(f"tokenizer pattern {pattern!r} does not cover all text: {text!r} would be "
+                               f"encoded as {''.join(pieces)!r}; use the default pattern or one whose pieces "
+                               "cover every character")
+
+
+def check_vocab_size(vocab_size: int, special_tokens: int = len(DEFAULT_SPECIAL_TOKENS)) -> None:
+    """Raise :class:`LanternError` unless a tokenizer of ``vocab_size`` ids can be trained:
+    256 bytes, the special tokens and at least one merge, at most :data:`MAX_VOCAB_SIZE`.
+
+    >>> check_vocab_size(10)
+    Traceback (most recent call last):
+    ...
+    lanternlm.errors.LanternError: vocab_size=10 is too small: it must be at least 265 (256 bytes + 8 special tokens + 1 merge)
+    """
+    smallest = 256 + special_tokens + 1
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
+        raise LanternError(f"vocab_size={vocab_size!r} is too small: it must be at least {smallest} "
+                           f"(256 bytes + {special_tokens} special tokens + 1 merge)")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise LanternError(f"vocab_size={vocab_size} is too large: at most {MAX_VOCAB_SIZE:,}")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -508,11 +585,8 @@ class Tokenizer:
         before encoding. ``bos_token`` starts a prompt (default: ``eot_token``), ``eot_token``
         separates documents."""
         self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
+        check_pattern(pattern)
         self.pattern = pattern
-        try:
-            regex.compile(pattern)
-        except regex.error as err:
-            raise LanternError(f"tokenizer pattern: invalid regex ({err})") from None
         if normalization not in (None, "NFC"):
             raise LanternError(f"tokenizer normalization {normalization!r}: only None or 'NFC'")
         self.normalization = normalization
@@ -585,11 +659,9 @@ class Tokenizer:
         Both backends give the same merges. If the corpus runs out of pairs first, the
         vocabulary is smaller than asked (a warning says so).
         """
+        check_pattern(pattern)
         specials = list(special_tokens)
-        smallest = 256 + len(specials) + 1
-        if not isinstance(vocab_size, int) or vocab_size < smallest:
-            raise LanternError(f"vocab_size={vocab_size!r} is too small: it must be at least {smallest} "
-                               f"(256 bytes + {len(specials)} special tokens + 1 merge)")
+        check_vocab_size(vocab_size, len(specials))
         num_merges = vocab_size - 256 - len(specials)
         if backend == "rust":
             merges = train_bpe_rust(texts, num_merges, pattern)
@@ -806,6 +878,8 @@ class Tokenizer:
         for rank, pair in enumerate(merges):
             if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
                 raise LanternError(f"field 'merges'[{rank}] is {pair!r}, expected a pair of token ids")
+        if not all(type(i) is int for i in data["special_tokens"].values()):
+            raise LanternError("field 'special_tokens' must map each token to its id (an integer)")
         specials = dict(sorted(data["special_tokens"].items(), key=lambda item: item[1]))
         if data["version"] == 1:
             expected = [256 + len(merges) + i for i in range(len(specials))]

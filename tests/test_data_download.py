@@ -80,7 +80,7 @@ def server():
 def test_download_verifies_and_caches(server, tmp_path):
     path = download(f"{server.url}/data.bin", SHA, cache=tmp_path)
     assert path.read_bytes() == PAYLOAD
-    assert path == tmp_path / "downloads" / "data.bin"
+    assert path == tmp_path / "downloads" / filename_for(f"{server.url}/data.bin")
     again = download(f"{server.url}/data.bin", SHA, cache=tmp_path)
     assert again == path
     assert len(server.requests) == 1                    # the second call was a cache hit
@@ -94,7 +94,7 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path):
 
 
 def test_resume_from_partial_file_with_range(server, tmp_path):
-    part = tmp_path / "downloads" / "data.bin.part"
+    part = tmp_path / "downloads" / (filename_for(f"{server.url}/data.bin") + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(PAYLOAD[:30_000])
     path = download(f"{server.url}/data.bin", SHA, cache=tmp_path)
@@ -106,9 +106,9 @@ def test_interrupted_download_resumes(server, tmp_path):
     server.cut_after = 40_000
     with pytest.raises(LanternError, match="run again to resume"):
         download(f"{server.url}/data.bin", SHA, cache=tmp_path)
-    part = tmp_path / "downloads" / "data.bin.part"
+    part = tmp_path / "downloads" / (filename_for(f"{server.url}/data.bin") + ".part")
     assert part.stat().st_size == 40_000
-    assert not (tmp_path / "downloads" / "data.bin").exists()
+    assert not part.with_suffix("").exists()
     path = download(f"{server.url}/data.bin", SHA, cache=tmp_path)
     assert path.read_bytes() == PAYLOAD
     assert server.requests[-1] == ("data.bin", "bytes=40000-")
@@ -116,14 +116,14 @@ def test_interrupted_download_resumes(server, tmp_path):
 
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     server.ignore_range = True
-    part = tmp_path / "downloads" / "data.bin.part"
+    part = tmp_path / "downloads" / (filename_for(f"{server.url}/data.bin") + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(b"garbage that must not be kept")
     assert download(f"{server.url}/data.bin", SHA, cache=tmp_path).read_bytes() == PAYLOAD
 
 
 def test_complete_part_file_is_finished_without_refetching_bytes(server, tmp_path):
-    part = tmp_path / "downloads" / "data.bin.part"
+    part = tmp_path / "downloads" / (filename_for(f"{server.url}/data.bin") + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(PAYLOAD)
     assert download(f"{server.url}/data.bin", SHA, cache=tmp_path).read_bytes() == PAYLOAD
@@ -132,7 +132,7 @@ def test_complete_part_file_is_finished_without_refetching_bytes(server, tmp_pat
 
 def test_unpinned_download_records_checksum_and_detects_change(server, tmp_path):
     path = download(f"{server.url}/data.bin", cache=tmp_path)
-    assert (tmp_path / "downloads" / "data.bin.sha256").read_text().strip() == SHA
+    assert path.with_name(path.name + ".sha256").read_text().strip() == SHA
     path.write_bytes(b"tampered")                       # the cache changed behind our back
     assert download(f"{server.url}/data.bin", cache=tmp_path).read_bytes() == PAYLOAD
     assert len(server.requests) == 2
@@ -151,7 +151,7 @@ def test_cache_dir_resolution(tmp_path, monkeypatch):
     assert cache_dir(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("LANTERN_HOME")
     assert cache_dir().name == "lanternlm"
-    assert filename_for("https://h/a/b/c.parquet?x=1") == "c.parquet"
+    assert filename_for("https://h/a/b/c.parquet?x=1").endswith("-c.parquet")
 
 
 def test_url_source_and_builtin_download_via_mirror(server, tmp_path, monkeypatch):

@@ -197,9 +197,10 @@ def test_checkpoint_crash_mid_write_keeps_the_previous_one(tmp_path, shards, mon
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash)  # dies after the weights, before the state
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(LanternError, match="simulated.*step_0000005, is intact"):
         ckpt_mod.save_checkpoint(tmp_path, 10, model, tok, {"step": 10})
     monkeypatch.undo()
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # the half-written copy is gone
     latest = ckpt_mod.latest_checkpoint(tmp_path)
     assert latest.name == "step_0000005"
     assert ckpt_mod.load_training_state(latest)["step"] == 5
@@ -320,17 +321,15 @@ def test_bad_inputs_are_clear_errors(tmp_path, shards):
         pretrain(tiny_config(shards, max_steps=4, lr=0.5), tmp_path / "r6", resume=True)
 
 
-def test_resume_needs_a_run_and_restarts_one_stopped_before_its_first_checkpoint(tmp_path, shards, caplog):
-    import logging
-
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path, shards):
     with pytest.raises(LanternError, match="nothing to resume"):
         pretrain(tiny_config(shards, max_steps=2), tmp_path / "none", resume=True)
     run = tmp_path / "early"
     pretrain(tiny_config(shards, max_steps=2), run)
     ckpt_mod.shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
-    caplog.set_level(logging.WARNING, logger="lanternlm")
-    summary = pretrain(tiny_config(shards, max_steps=3), run, resume=True)
-    assert "no checkpoint yet: starting it again from step 0" in caplog.text
+    with pytest.raises(LanternError, match="nothing to resume: the run stopped before its first checkpoint"):
+        pretrain(tiny_config(shards, max_steps=3), run, resume=True)
+    summary = pretrain(tiny_config(shards, max_steps=3), run)  # started again without --resume
     assert summary["steps"] == 3 and [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
     from lanternlm.train.loop import saved_config
     from lanternlm.train.sft import SFTConfig

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, file_in, read_json
 from ..errors import LanternError
 from ..log import logger
 from .clean import normalize_unicode, normalize_whitespace, strip_boilerplate
@@ -144,7 +144,7 @@ def get(name: str, cache: str | Path | None = None, *, mirror: str | None = None
         return _python_docs(root)
     if name in DOWNLOADS:
         entry = DOWNLOADS[name]
-        url = entry.url if mirror is None else mirror.rstrip("/") + "/" + filename_for(entry.url)
+        url = entry.url if mirror is None else mirror.rstrip("/") + "/" + entry.url.rsplit("/", 1)[-1]
         path = download(url, entry.sha256, cache=cache, filename=filename_for(entry.url))
         kind = "parquet" if path.suffix == ".parquet" else "text"
         return Corpus(name, (path,), kind, dict(entry.read), sha256_file(path), path.stat().st_size)
@@ -306,9 +306,17 @@ def _load_cached(out: Path, name: str) -> Corpus | None:
     record_path = out / "corpus.json"
     if not record_path.exists():
         return None
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    for entry in record["files"]:
-        path = out / entry["file"]
+    try:
+        record = read_json(record_path)
+        fields = {"name": str, "read": dict, "files": list, "sha256": str, "bytes": int}
+        bad = [key for key, kind in fields.items() if not isinstance(record.get(key), kind)]
+        if bad or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in record["files"]):
+            raise LanternError(f"{record_path}: fields {bad or ['files']} are missing or malformed")
+        paths = [file_in(out, entry.get("file"), str(record_path)) for entry in record["files"]]
+    except LanternError as err:  # the cache is ours: rebuild it
+        logger.warning("%s: corpus.json is not readable (%s); rebuilding %s", out, err, name)
+        return None
+    for entry, path in zip(record["files"], paths):
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             logger.warning("%s: cached file %s is missing or changed; rebuilding %s", out, entry["file"], name)
             return None

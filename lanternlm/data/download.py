@@ -2,7 +2,8 @@
 
 ``download(url, sha256=...)`` is the one function. It keeps files under
 ``<cache>/downloads/``, where ``<cache>`` is :func:`cache_dir` (the ``cache_dir``
-argument, else ``$LANTERN_HOME``, else ``~/.cache/lanternlm``). The life of one file::
+argument, else ``$LANTERN_HOME``, else ``~/.cache/lanternlm``), under a name keyed by
+the whole URL (:func:`filename_for`). The life of one file::
 
     NAME.part   bytes received so far; a later call resumes it with an HTTP Range request
     NAME        the finished file, renamed from NAME.part only after its checksum matched
@@ -48,18 +49,19 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def filename_for(url: str) -> str:
-    """A safe cache file name for ``url``: its last path segment, else a hash.
+    """The cache file name of ``url``: a hash of the whole URL, then its last path segment
+    (made safe) so the name still says what it is. Two URLs ending in the same file name
+    never share a cache entry.
 
     >>> filename_for("https://example.org/data/input.txt?raw=1")
-    'input.txt'
-    >>> filename_for("https://example.org/")[:8]
-    'download'
+    '93ec886d43dc2657-input.txt'
+    >>> filename_for("https://example.org/other/input.txt")
+    '0841e426cb9754bc-input.txt'
+    >>> filename_for("https://example.org/")
+    '8198d1bac40a1033-download'
     """
-    name = Path(urllib.parse.urlparse(url).path).name
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    if not name or name.startswith("."):
-        name = "download-" + hashlib.sha256(url.encode()).hexdigest()[:12]
-    return name
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(urllib.parse.urlparse(url).path).name).lstrip(".")
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name or 'download'}"
 
 
 def download(url: str, sha256: str | None = None, *, cache: str | os.PathLike | None = None,
@@ -100,8 +102,8 @@ def download(url: str, sha256: str | None = None, *, cache: str | os.PathLike | 
         raise LanternError(f"{url}: sha256 mismatch (got {actual}, expected {expected}); "
                            "the corrupt download was deleted, nothing was cached")
     if expected is None:
-        logger.warning("%s: no pinned checksum; recorded sha256 %s in %s (later uses are verified against it)",
-                       url, actual, recorded)
+        logger.warning("%s: no pinned checksum, trusting on first use: recorded sha256 %s in %s "
+                       "(later uses are verified against it)", url, actual, recorded)
         recorded.write_text(actual + "\n")
     os.replace(part, target)
     return target

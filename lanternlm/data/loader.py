@@ -42,6 +42,7 @@ import torch
 
 from ..chat import Rendered
 from ..errors import LanternError
+from .shards import check_ids
 
 
 def window_starts(lengths: Sequence[int], block_size: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +75,17 @@ def _place(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch
 
 
+def _windows(shards: Sequence[np.ndarray], shard: np.ndarray, start: np.ndarray, span: int,
+             vocab_size: int | None) -> np.ndarray:
+    """The windows ``shards[shard[i]][start[i]:start[i] + span]`` stacked, each id checked
+    against ``vocab_size`` (a corrupt shard is an error naming it, not an IndexError later)."""
+    buf = np.stack([shards[s][a:a + span] for s, a in zip(shard, start)])  # (B, span)
+    if vocab_size is not None and buf.size and int(buf.max()) >= vocab_size:
+        row = int(np.argmax(buf.max(axis=1) >= vocab_size))
+        check_ids(buf[row], vocab_size, getattr(shards[shard[row]], "filename", None) or "a shard", int(start[row]))
+    return buf
+
+
 def _to_device(buf: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ``block_size + 1`` tokens -> (x, y) LongTensors, y shifted by one."""
     rows = _place(torch.from_numpy(buf.astype(np.int64)), device)  # (B, T + 1)
@@ -83,12 +95,13 @@ def _to_device(buf: np.ndarray, device: torch.device) -> tuple[torch.Tensor, tor
 class BatchLoader:
     """Endless shuffled batches of ``(x, y)``, both ``LongTensor[batch_size, block_size]``.
 
-    ``shards`` are 1-D token arrays (the memmaps of ``ShardSet.split(name)``).
+    ``shards`` are 1-D token arrays (the memmaps of ``ShardSet.split(name)``); with
+    ``vocab_size`` every batch's ids are checked to be below it.
     """
 
     def __init__(self, shards: Sequence[np.ndarray], batch_size: int, block_size: int, *,
                  seed: int = 0, rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", vocab_size: int | None = None) -> None:
         if batch_size < 1 or block_size < 1:
             raise LanternError(f"batch_size ({batch_size}) and block_size ({block_size}) must be >= 1")
         if not 0 <= rank < world_size:
@@ -98,6 +111,7 @@ class BatchLoader:
         self.batch_size, self.block_size = batch_size, block_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = torch.device(device)
+        self.vocab_size = vocab_size
         self.global_batch = batch_size * world_size
         # Every epoch, even with the largest offset, must hold at least one global batch.
         worst = len(window_starts(self.lengths, block_size, offset=block_size - 1)[0])
@@ -127,8 +141,7 @@ class BatchLoader:
             self._plan_epoch()
         first = self.batch * self.global_batch + self.rank * self.batch_size
         picks = self._order[first:first + self.batch_size]
-        span = self.block_size + 1
-        buf = np.stack([self.shards[self._shard[w]][self._start[w]:self._start[w] + span] for w in picks])
+        buf = _windows(self.shards, self._shard[picks], self._start[picks], self.block_size + 1, self.vocab_size)
         self.batch += 1
         return _to_device(buf, self.device)  # (B, T), (B, T)
 
@@ -156,12 +169,13 @@ class BatchLoader:
 
 
 def eval_batches(shards: Sequence[np.ndarray], batch_size: int, block_size: int, max_tokens: int, *,
-                 rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
+                 vocab_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The fixed validation windows: the first ``max_tokens`` tokens, contiguous, in order.
 
     Window ``i`` goes to rank ``i % world_size``; the last batch of a rank may be short.
-    Raises :class:`LanternError` when the split holds no whole window.
+    Raises :class:`LanternError` at once (not when iterated) when the split holds no
+    whole window; ids are checked against ``vocab_size`` when given.
     """
     lengths = [len(s) for s in shards]
     shard, start = window_starts(lengths, block_size)
@@ -172,11 +186,8 @@ def eval_batches(shards: Sequence[np.ndarray], batch_size: int, block_size: int,
                            f"window of {block_size + 1} tokens; use a smaller block_size or more data")
     mine = np.arange(rank, len(start), world_size)
     device = torch.device(device)
-    span = block_size + 1
-    for i in range(0, len(mine), batch_size):
-        picks = mine[i:i + batch_size]
-        buf = np.stack([shards[shard[w]][start[w]:start[w] + span] for w in picks])
-        yield _to_device(buf, device)  # (b, T), (b, T)
+    return (_to_device(_windows(shards, shard[picks], start[picks], block_size + 1, vocab_size), device)
+            for picks in (mine[i:i + batch_size] for i in range(0, len(mine), batch_size)))  # (b, T), (b, T)
 
 
 # --------------------------------------------------------------------------- chat rows

@@ -78,7 +78,7 @@ def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, 
     ``tokenizer``: a :class:`~lanternlm.tokenizer.Tokenizer`, a path to a tokenizer
     JSON file, or None to train one on the cleaned documents.
     """
-    from ..tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer, check_vocab_size
 
     config, read = config or PrepareConfig(), read or ReadConfig()
     clean, dedup = clean or CleanConfig(), dedup or DedupConfig()
@@ -87,6 +87,7 @@ def prepare(sources: Sequence[str], out_dir: str | os.PathLike, tokenizer=None, 
     kinds = [parse_source(spec).kind for spec in sources]
 
     if tokenizer is None:
+        check_vocab_size(config.vocab_size)  # before reading anything
         logger.info("training a tokenizer (vocab %d) on up to %d bytes of cleaned text",
                     config.vocab_size, config.tokenizer_sample_bytes)
         scratch = [SourceStats(spec, kind) for spec, kind in zip(sources, kinds)]

@@ -91,6 +91,7 @@ def sweep(config: SweepConfig, out: str | os.PathLike) -> list[SweepRow]:
     """Train every size into ``out/<LxW>/``; write ``out/sweep.json``; return the rows."""
     from ..data.shards import open_shards
     from ..model import num_params
+    from ..train.checkpoint import latest_checkpoint
     from ..train.pretrain import PretrainConfig, model_config_for, pretrain
 
     out = Path(out)
@@ -98,6 +99,10 @@ def sweep(config: SweepConfig, out: str | os.PathLike) -> list[SweepRow]:
     for name in ("tokens", "block_size", "batch_size", "eval_tokens"):
         if getattr(config, name) < 1:
             raise LanternError(f"sweep: {name}={getattr(config, name)} must be >= 1")
+    done = [f"{layers}x{width}" for layers, width in sizes if latest_checkpoint(out / f"{layers}x{width}")]
+    if done:
+        raise LanternError(f"{out} already holds a sweep (trained: {', '.join(done)}); choose another --out "
+                           f"or delete those runs")
     data = _shards(config, out)
     steps = max(1, math.ceil(config.tokens / (config.batch_size * config.block_size)))
     rows = []

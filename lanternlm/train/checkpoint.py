@@ -13,7 +13,8 @@ position, plateau rule, schema below). It is written in this order:
    ``RUN`` itself loads as a model; older checkpoint directories beyond ``keep`` are removed.
 
 A crash anywhere before step 3 leaves ``latest`` naming the previous, complete checkpoint;
-resume reads only through ``latest``.
+resume reads only through ``latest``. A write that fails (a full disk) removes the temporary
+directory and raises a :class:`~lanternlm.errors.LanternError` saying so.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, file_in
 from ..errors import LanternError
 
 STATE_FILE = "optimizer.pt"
 RUN_FILES = ("model.safetensors", "model.json", "tokenizer.json", STATE_FILE)
+#: What a failed write raises: torch.save reports one as RuntimeError ("enforce fail at
+#: inline_container.cc"), safetensors as SafetensorError ("os error 28").
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,7 +79,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
     if not pointer.exists():
         return None
-    ckpt = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    ckpt = file_in(pointer.parent, name, str(pointer))
+    if not name.startswith("step_"):
+        raise LanternError(f"{pointer}: names {name!r}, not a checkpoint (step_N); the run directory was "
+                           f"altered by hand")
     missing = [name for name in RUN_FILES if not (ckpt / name).exists()]
     if missing:
         raise LanternError(f"{pointer}: checkpoint {ckpt.name} lacks {missing}; "
@@ -92,13 +101,17 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tok
     name = f"step_{step:07d}"
     tmp, final = root / f".tmp-{name}", root / name
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(tmp, model)
-    tokenizer.save(tmp / "tokenizer.json")
-    torch.save(state, tmp / STATE_FILE)
-    for name_ in RUN_FILES:
-        _fsync_file(tmp / name_)
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir()
+        save_model(tmp, model, tokenizer)
+        tokenizer.save(tmp / "tokenizer.json")
+        torch.save(state, tmp / STATE_FILE)
+        for name_ in RUN_FILES:
+            _fsync_file(tmp / name_)
+        _fsync_dir(tmp)
+    except WRITE_ERRORS as err:  # a full disk, mostly: never leave the half-written copy to fill it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(final, err) from None
     shutil.rmtree(final, ignore_errors=True)  # a stale copy of this step from an earlier attempt
     os.replace(tmp, final)
     _fsync_dir(root)
@@ -106,6 +119,15 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tok
     _publish(final, Path(run_dir))
     _prune(root, keep)
     return final
+
+
+def _write_failed(ckpt: Path, err: Exception) -> LanternError:
+    """The error of a checkpoint that could not be written (its temporary copy is gone)."""
+    previous = latest_checkpoint(ckpt.parent.parent)
+    kept = f"the previous checkpoint, {previous.name}, is intact" if previous else "there is no earlier checkpoint"
+    return LanternError(f"{ckpt}: cannot write the checkpoint ({err}; {shutil.disk_usage(ckpt.parent).free:,} "
+                        f"bytes free on its disk); the partial copy was removed and {kept}. Free some space, "
+                        f"then continue with --resume")
 
 
 def _publish(ckpt: Path, run_dir: Path) -> None:
@@ -116,7 +138,11 @@ def _publish(ckpt: Path, run_dir: Path) -> None:
         try:
             os.link(ckpt / name, tmp)
         except OSError:  # no hard links on this file system
-            shutil.copy2(ckpt / name, tmp)
+            try:
+                shutil.copy2(ckpt / name, tmp)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise _write_failed(ckpt, err) from None
         os.replace(tmp, run_dir / name)
 
 

@@ -302,7 +302,7 @@ def dpo(config: DPOConfig, run_dir: str | Path, *, resume: bool = False,
         raise LanternError(f"--base {base.path}: a run of stage {base.stage!r} does not speak the chat format; "
                            f"DPO starts from a chat run (lantern sft)")
     run_dir = Path(run_dir)
-    check_fresh(run_dir, resume)  # before sampling pairs into it
+    check_fresh(run_dir, resume, "dpo")  # before sampling pairs into it
     P.make_task_pairs(config, base, run_dir, resume)
     return train("dpo", config, run_dir, functools.partial(build, config, sources, base, run_dir),
                  resumable=RESUMABLE, resume=resume, sources=sources, parent=config.base)

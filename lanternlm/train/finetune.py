@@ -41,7 +41,7 @@ class FinetuneConfig:
     """The fields every fine-tuning stage has (saved in ``config.json``); those marked
     "inherit" take the base run's value when left at ``None``."""
 
-    base: str = option("", "base run directory: model, tokenizer and settings are inherited from it")
+    base: str = option("", "base run directory: model, tokenizer and settings are inherited from it", path=True)
     block_size: Optional[int] = option(None, "context length in tokens (None = the base model's; a RoPE model may take a longer one)")
     too_long: str = option("drop", "an example longer than the context: 'drop' it (counted in the log) or 'error'")
     batch_size: int = option(16, "examples per micro-batch")

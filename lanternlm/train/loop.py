@@ -44,8 +44,13 @@ bit-reproducible. One without a budget is.
 optimizer states, step, every process's RNG states, the batch position, the plateau
 rule and the counters, so on CPU the resumed run's losses are bit-identical to an
 uninterrupted one. The config must equal the saved record's in every field outside the
-stage's ``resumable`` list. A run directory with a record but no checkpoint yet (stopped
-before its first) starts again from step 0 and says so; one without a record is an error.
+stage's ``resumable`` list. A run directory without a checkpoint has nothing to resume:
+an error says so (start it again without ``resume``).
+
+**Stopping.** SIGINT (Ctrl-C) or SIGTERM ends the step in progress, writes a checkpoint and
+raises :class:`KeyboardInterrupt` (:mod:`.interrupt`); a second signal stops at once. A
+non-finite training loss, gradient norm or validation loss stops the run with an error
+before it is logged or checkpointed (:func:`check_finite`): the last checkpoint is finite.
 
 Under ``torchrun`` every process runs this same function (:mod:`.distributed`): the
 batches give each its rows of every global batch, process 0 writes the files.
@@ -64,12 +69,13 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from ..config import from_arguments, from_dict
+from ..config import absolute_paths, from_arguments, from_dict
 from ..errors import LanternError
 from ..log import logger, progress, set_verbosity
 from ..run import RECORD_FILE, read_record, write_record
 from . import distributed as D
 from .checkpoint import STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from .interrupt import stop_on_signals, stop_requested
 from .metrics import MetricsLog, Plateau, bits_per_byte, model_flops_utilization, peak_flops, read_metrics
 from .optim import OPTIMIZERS, build_optimizers
 from .schedule import SCHEDULES, lr_at
@@ -140,6 +146,9 @@ def check_config(config: Any, name: str) -> None:
     def bad(field_name: str, rule: str) -> LanternError:
         return LanternError(f"{name} config: {field_name}={getattr(config, field_name)!r} is invalid: {rule}")
 
+    for f in dataclasses.fields(config):
+        if isinstance(getattr(config, f.name), float) and not math.isfinite(getattr(config, f.name)):
+            raise bad(f.name, "must be a finite number")
     for key in ("batch_size", "grad_accum", "max_steps", "eval_every", "log_every", "checkpoint_every",
                 "keep_checkpoints"):
         if getattr(config, key) < 1:
@@ -162,6 +171,22 @@ def check_config(config: Any, name: str) -> None:
     for key in ("grad_clip", "weight_decay", "warmup_steps", "early_stop_patience"):
         if getattr(config, key) < 0:
             raise bad(key, "must be >= 0")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(config, key) < 1:
+            raise bad(key, "must be in [0, 1)")
+
+
+def check_finite(name: str, line: dict[str, Any], run_dir: Path, lr: float) -> None:
+    """Stop a run whose loss or gradient norm is no longer finite (it diverged), before
+    the line is logged or a checkpoint of its weights is written: the last finite one stays."""
+    bad = [f"{key} {line[key]}" for key in ("train_loss", "grad_norm", "val_loss")
+           if key in line and not math.isfinite(line[key])]
+    if bad:
+        last = latest_checkpoint(run_dir)
+        kept = (f"the last checkpoint, {last.name}, is finite and kept" if last is not None
+                else "no checkpoint was written before")
+        raise LanternError(f"{name}: the run diverged at step {line['step']} ({', '.join(bad)}); {kept}. "
+                           f"Start again with a lower --lr (now {lr:g}) or a longer --warmup-steps")
 
 
 def autocast(dtype: str, device: torch.device):
@@ -283,7 +308,12 @@ def saved_config(run_dir: str | Path, name: str, cls: type) -> tuple[Any, dict[s
     if record["stage"] != name:
         raise LanternError(f"{run_dir / RECORD_FILE}: holds a run of stage {record['stage']!r}, not {name!r}; "
                            f"choose another --out")
-    return from_dict(cls, record["config"], str(run_dir / RECORD_FILE)), dict(record.get("sources", {}))
+    config = from_dict(cls, record["config"], str(run_dir / RECORD_FILE))
+    try:
+        check_config(config, name)
+    except LanternError as err:  # an impossible saved value: say where it was read
+        raise LanternError(f"{run_dir / RECORD_FILE}: {err}") from None
+    return config, dict(record.get("sources", {}))
 
 
 def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, dict[str, str]]:
@@ -293,7 +323,7 @@ def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, d
     record, from the saved config; then applies the flags given. Returns ``(config,
     sources)``; a resumed value keeps the source it was first given.
     """
-    if args.resume and (Path(args.out) / RECORD_FILE).is_file():
+    if args.resume:
         (base, earlier), source = saved_config(args.out, name, cls), "resumed"
     else:
         if args.preset not in presets:
@@ -303,11 +333,18 @@ def resolve(name: str, cls: type, presets: dict[str, Any], args) -> tuple[Any, d
     return config, {k: earlier.get(k, v) if v == "resumed" else v for k, v in sources.items()}
 
 
-def check_fresh(run_dir: Path, resume: bool) -> Path | None:
+def check_fresh(run_dir: Path, resume: bool, name: str | None = None) -> Path | None:
     """The run's latest checkpoint; an error when there is one and ``resume`` is not asked
+    (advising ``--resume`` only for a run of stage ``name``), or when ``run_dir`` is a file
     (a stage that writes into its run directory before training checks this first)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LanternError(f"--out {run_dir}: is a file, not a run directory")
     ckpt = latest_checkpoint(run_dir)
     if not resume and ckpt is not None:
+        stage = read_record(run_dir)["stage"] if (run_dir / RECORD_FILE).is_file() else name
+        if stage != name:
+            raise LanternError(f"{run_dir} already holds a run of stage {stage!r}; choose another --out")
         raise LanternError(f"{run_dir} already holds a training run; pass --resume to continue it "
                            f"or choose another --out")
     return ckpt
@@ -382,6 +419,7 @@ def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor,
 # --------------------------------------------------------------------------- the loop
 
 
+@stop_on_signals
 def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistInfo], Stage], *,
           resumable: tuple[str, ...], resume: bool = False, sources: dict[str, str] | None = None,
           parent: str | Path | None = None) -> dict[str, Any]:
@@ -395,10 +433,14 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     from ..model import flops_per_token
 
     check_config(config, name)
+    config = absolute_paths(config)  # as the record reads them back, for the resume check
     run_dir = Path(run_dir)
-    ckpt = check_fresh(run_dir, resume)
+    ckpt = check_fresh(run_dir, resume, name)
     if resume:
         _check_resume(run_dir, name, config, resumable)
+        if ckpt is None:
+            raise LanternError(f"{run_dir}: nothing to resume: the run stopped before its first checkpoint "
+                               f"(written every {config.checkpoint_every} steps); leave out --resume to start it again")
 
     info = D.init_distributed(config.device)
     if not info.is_main:
@@ -415,8 +457,9 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     if ckpt is not None:
         done = _restore(ckpt, stage, optimizers, plateau, info)
         logger.info(f"resuming {run_dir} from step {done['step']} ({ckpt.name})")
-    elif resume:
-        logger.warning(f"{run_dir} has no checkpoint yet: starting it again from step 0")
+        if config.max_minutes is not None:
+            logger.warning(f"{run_dir}: a run with a time budget (max_minutes={config.max_minutes:g}) does not resume "
+                           f"bit-identically: its schedule follows the measured speed; --max-minutes none for one that does")
     if info.is_main:
         write_record(run_dir, name, config, sources=fill_sources(config, sources), parent=parent,
                      model=dataclasses.asdict(model.config), **stage.record)
@@ -474,6 +517,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
             bar.total = max(step + 1, round(total_steps))
         if stage.stop is not None and not last and (reason := stage.stop()):  # decided before evaluating
             last, stop_reason = True, reason
+        if (signal_name := D.broadcast_object(stop_requested(), info)) is not None:  # Ctrl-C, SIGTERM
+            last, stop_reason = True, f"interrupted by {signal_name}"
         evaluated = step % config.eval_every == 0 or last
         checkpointed = step % config.checkpoint_every == 0 or last
         logged = step % config.log_every == 0 or evaluated or checkpointed
@@ -493,6 +538,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                 if (config.early_stop_patience > 0 and "val_loss" in scores
                         and plateau.update(scores["val_loss"]) and not last):
                     last, checkpointed, stop_reason = True, True, "plateau"
+            check_finite(name, record, run_dir, config.lr)
             if info.is_main:
                 metrics.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", refresh=False,  # shown at the next redraw
@@ -518,4 +564,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         logger.info(f"{name} done ({stop_reason}) after {step} steps: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f"; run directory {run_dir}")
     D.shutdown(info)
+    if stop_reason.startswith("interrupted"):
+        raise KeyboardInterrupt(f"{name} {stop_reason} at step {step}; its checkpoint is written: "
+                                f"continue with --resume")
     return summary

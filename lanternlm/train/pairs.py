@@ -41,7 +41,7 @@ TRAIN_PAIRS, VAL_PAIRS = "pairs.jsonl", "val_pairs.jsonl"
 class PreferenceConfig(FinetuneConfig):
     """The fields of the preference stages: the pairs, and how task pairs are made."""
 
-    base: str = option("", "base chat run (lantern sft, dpo, ...): model, tokenizer and settings are inherited from it")
+    base: str = option("", "base chat run (lantern sft, dpo, ...): model, tokenizer and settings are inherited from it", path=True)
     too_long: str = option("drop", "a pair longer than the context: 'drop' it (counted in the log) or 'error'")
     batch_size: int = option(8, "pairs per micro-batch (twice as many rows)")
     max_steps: int = option(200, "optimizer steps (the schedule's length unless max_minutes stops it first)")
@@ -49,8 +49,8 @@ class PreferenceConfig(FinetuneConfig):
     eval_every: int = option(25, "held-out pair accuracy every N steps (and at the end)")
     log_every: int = option(5, "write a metrics.jsonl line every N steps")
     checkpoint_every: int = option(100, "write a checkpoint every N steps (and at the end)")
-    pairs: list[str] = option([], "preference JSONL files ({prompt, chosen, rejected} per line, text or messages), comma-separated")
-    val_pairs: list[str] = option([], "held-out preference JSONL files, comma-separated (default: val_fraction of --pairs)")
+    pairs: list[str] = option([], "preference JSONL files ({prompt, chosen, rejected} per line, text or messages), comma-separated", path=True)
+    val_pairs: list[str] = option([], "held-out preference JSONL files, comma-separated (default: val_fraction of --pairs)", path=True)
     val_fraction: float = option(0.1, "share of --pairs held out when there is no other held-out pair")
     pairs_from_tasks: list[str] = option([], "tasks to make on-policy pairs from with the base model (its right vs wrong answers), comma-separated")
     pair_questions: int = option(400, "training questions per task for --pairs-from-tasks (held out: a quarter as many, test split)")

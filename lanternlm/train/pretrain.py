@@ -46,7 +46,7 @@ class PretrainConfig:
     (``Optional[...]`` rather than ``... | None``: the CLI's converter recognises ``typing.Union``.)
     """
 
-    data: str = option("", "directory of token shards (with manifest.json), made by the data command")
+    data: str = option("", "directory of token shards (with manifest.json), made by the data command", path=True)
     model: str = option("tiny", "model preset from lanternlm.model.MODEL_PRESETS")
     n_layer: Optional[int] = option(None, "override the preset's number of Transformer blocks")
     n_head: Optional[int] = option(None, "override the preset's number of attention heads")
@@ -71,6 +71,7 @@ class PretrainConfig:
     grad_clip: float = option(1.0, "clip the global gradient norm to this (0 = off)")
     eval_every: int = option(100, "evaluate validation loss and bits per byte every N steps (and at the end)")
     eval_tokens: int = option(65536, "how many tokens from the start of the val split to evaluate on")
+    verify_data: bool = option(False, "recompute every shard's sha256 and check every id before training (reads all the data once)")
     log_every: int = option(10, "write a metrics.jsonl line every N steps")
     checkpoint_every: int = option(500, "write a checkpoint every N steps (and at the end)")
     keep_checkpoints: int = option(2, "how many checkpoints to keep in RUN/checkpoints")
@@ -96,7 +97,7 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
 }
 
 #: Fields that may change when a run is resumed; all others must match the saved config.
-RESUMABLE_CHANGES = RESUMABLE + ("eval_tokens", "data")
+RESUMABLE_CHANGES = RESUMABLE + ("eval_tokens", "data", "verify_data")
 
 
 def check_config(config: PretrainConfig) -> None:
@@ -134,22 +135,28 @@ def build(config: PretrainConfig, info: DistInfo) -> Stage:
     """What pretraining hands the loop on this process (see the module docstring)."""
     from ..data.loader import BatchLoader, eval_batches
     from ..data.shards import open_shards
+    from ..memory import check_fits
     from ..model import GPT
     from ..run import base_vocab_limit
 
-    shards = open_shards(config.data)
+    shards = open_shards(config.data, verify=config.verify_data)
     tokenizer = shards.tokenizer()
     mconf = model_config_for(config, tokenizer.vocab_size)
-    model = GPT(mconf).to(info.device)
+    # The data must hold a batch and a validation window before the model is built and trained.
     batches = BatchLoader(shards.split("train"), config.batch_size, mconf.block_size, seed=config.seed,
-                          rank=info.rank, world_size=info.world_size, device=info.device)
-    lengths = byte_lengths(tokenizer, mconf.vocab_size, info.device)
+                          rank=info.rank, world_size=info.world_size, device=info.device,
+                          vocab_size=tokenizer.vocab_size)
     val, vocab_limit = shards.split("val"), base_vocab_limit(tokenizer)
+    windows = functools.partial(eval_batches, val, config.batch_size, mconf.block_size, config.eval_tokens,
+                                rank=info.rank, world_size=info.world_size, device=info.device,
+                                vocab_size=tokenizer.vocab_size)
+    windows()
+    check_fits(mconf, info.device, training=True)
+    model = GPT(mconf).to(info.device)
+    lengths = byte_lengths(tokenizer, mconf.vocab_size, info.device)
 
     def validation(model) -> dict[str, float]:
-        windows = eval_batches(val, config.batch_size, mconf.block_size, config.eval_tokens,
-                               rank=info.rank, world_size=info.world_size, device=info.device)
-        return evaluate(model, windows, lengths, info, vocab_limit=vocab_limit)
+        return evaluate(model, windows(), lengths, info, vocab_limit=vocab_limit)
 
     tokens_per_step = config.batch_size * mconf.block_size * config.grad_accum * info.world_size
     logger.info(f"model {config.model}: {model.num_params():,} parameters, {mconf.n_layer} layers, "

@@ -69,7 +69,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -100,7 +100,8 @@ class RLConfig(FinetuneConfig):
     """Everything that decides an RL run (saved as ``config.json``); "inherit" fields take the
     base run's value. The objective's defaults are explained in :mod:`lanternlm.train.grpo`."""
 
-    base: str = option("", "base chat run (lantern sft, dpo, rl): model, tokenizer and settings are inherited from it")
+    base: str = option("", "base chat run (lantern sft, dpo, rl): model, tokenizer and settings are inherited from it",
+                       path=True)
     batch_size: int = option(4, "questions per micro-batch, each answered group_size times")
     max_steps: int = option(200, "optimizer steps (the schedule's length unless max_minutes stops it first)")
     lr: float = option(2e-5, "peak learning rate (RL nudges a trained model by its own samples: far below SFT's)")
@@ -111,7 +112,7 @@ class RLConfig(FinetuneConfig):
     reward: str = option("tasks", "the judge: 'tasks' (every task's verifier) or 'tasks:letters,arithmetic' (those "
                                   "tasks); the tasks also give the questions, with --reward-model too")
     reward_model: str = option("", "a reward run (lantern reward) that judges the answers instead of the verifiers "
-                                   "(RLHF); the verifiers are still measured")
+                                   "(RLHF); the verifiers are still measured", path=True)
     levels: list[str] = option(list(REASONING_LEVELS), "reasoning levels the questions are asked at, in turn")
     group_size: int = option(8, "G: answers sampled per question (one prefill); the group's mean is the baseline "
                                 "(GRPO used 64, DAPO 16: 8 keeps a CPU rollout affordable and still finds a right answer "

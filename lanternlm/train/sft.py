@@ -64,7 +64,7 @@ class SFTConfig(FinetuneConfig):
     (:class:`lanternlm.train.finetune.FinetuneConfig` has the fields every fine-tuning stage shares).
     """
 
-    base: str = option("", "base run directory (pretraining or an earlier fine-tuning): model, tokenizer and settings are inherited from it")
+    base: str = option("", "base run directory (pretraining or an earlier fine-tuning): model, tokenizer and settings are inherited from it", path=True)
     too_long: str = option("drop", "a conversation longer than the context: 'drop' it (counted in the log) or 'error'")
     batch_size: int = option(16, "conversations per micro-batch")
     lr: float = option(1e-3, "peak AdamW learning rate")
@@ -73,7 +73,7 @@ class SFTConfig(FinetuneConfig):
     examples_per_task: int = option(2000, "training conversations drawn per task (levels taken in turn)")
     levels: list[str] = option(list(REASONING_LEVELS), "reasoning levels the task conversations are spread over")
     multi_turn: float = option(0.1, "share of task conversations joined into two-exchange chats (history without thinking)")
-    data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated")
+    data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated", path=True)
     val_per_task: int = option(24, "held-out (test split) conversations per task for the validation loss")
     eval_every: int = option(100, "validation loss every N steps (and at the end)")
 
@@ -130,7 +130,7 @@ def build_data(config: SFTConfig, tokenizer, block_size: int) -> tuple[list[Rend
     for path in config.data:
         sourced += [(f"{path}: conversation {i + 1}", conv) for i, conv in enumerate(load_jsonl(path))]
 
-    train, dropped = [], 0
+    train, dropped, unanswered = [], 0, 0
     for where, conversation in sourced:
         rendered = render(conversation, tokenizer)
         if len(rendered.ids) - 1 > block_size:
@@ -142,8 +142,11 @@ def build_data(config: SFTConfig, tokenizer, block_size: int) -> tuple[list[Rend
             continue
         if sum(rendered.mask) > 0:
             train.append(rendered)
+        else:
+            unanswered += 1  # nothing to learn: no assistant turn
     if not train:
-        raise LanternError(f"sft: no training conversation fits the context of {block_size} tokens")
+        raise LanternError(f"sft: no conversation to train on: of {len(sourced)}, {dropped} do not fit the context "
+                           f"of {block_size} tokens and {unanswered} without an assistant answer to learn from")
 
     val = []
     for name in config.tasks:
