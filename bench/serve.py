@@ -55,9 +55,9 @@ def prompts(chat: bool, n: int) -> list:
     from lanternlm.tasks import make_sft_mixture
 
     conversations = make_sft_mixture(["letters", "arithmetic", "reverse", "glue"], max(1, n // 4 + 1), seed=7)
-    if chat:
-        return [[m for m in c if m["role"] == "user"][:1] for c in conversations][:n]
-    return [c[-1]["content"] for c in conversations][:n]
+    asks = [[m for m in c if m["role"] == "user"][:1] for c in conversations] if chat else \
+        [c[-1]["content"] for c in conversations]
+    return [asks[i % len(asks)] for i in range(n)]  # glue has few distinct questions: cycle to n
 
 
 def percentile(values: list[float], q: float) -> float:
