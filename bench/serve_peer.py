@@ -114,7 +114,8 @@ def compare(run_dir: Path, texts: list[str], args, tmp: Path) -> dict:
             ("lanternlm", [sys.executable, "-m", "lanternlm.cli", "serve", str(run_dir), "--max-batch",
                            str(args.concurrency), "--device", "cpu"]),
             ("llama.cpp", [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name,
-                           "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", str(run.model_config.block_size)])):
+                           "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", str(run.model_config.block_size),
+                           "--interrupt_requests", "False"])):  # by default a new request interrupts the running one
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = start(command + ["--port", str(port), "--host", "127.0.0.1"], url)
