@@ -426,3 +426,23 @@ def test_glass_box_endpoints_equal_the_inspection_functions(served, runs):
     assert card["parameters"] == num_params(model.config) and card["layers"] == model.config.n_layer
     assert card["context"] == model.config.block_size and card["memory"]["fp32"]["weights"] > card["memory"]["int8"]["weights"]
 
+
+
+def test_a_full_server_answers_429_and_serves_again(runs):
+    models = load_models([str(runs["chat"])], ServeConfig(max_batch=1, max_queue=0))
+    server = Server(create_app(models))
+    worker = models[0].worker
+    try:
+        busy = worker.submit(Request([1] * 8, max_tokens=400), lambda item: None)  # holds the only row
+        while worker.load["running"] == 0:
+            time.sleep(0.001)
+        r = httpx.post(server.url + "/v1/chat/completions", json={"model": "chat", "messages": HI, "max_tokens": 2})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+        worker.cancel(busy)
+        while worker.load["running"]:
+            time.sleep(0.001)
+        ok = httpx.post(server.url + "/v1/chat/completions", json={"model": "chat", "messages": HI, "max_tokens": 2})
+        assert ok.status_code == 200
+    finally:
+        server.close()
+        models[0].worker.close()
