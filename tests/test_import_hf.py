@@ -4,6 +4,7 @@ non-default rope θ, Qwen2's q/k/v biases, GPT-2) come in as runs whose greedy t
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -146,3 +147,54 @@ def test_unsupported_models_name_what_is_unsupported(tmp_path, tokenizer_doc):
         assert not (tmp_path / f"run{k}").exists()
     with pytest.raises(LanternError, match="no such model folder"):
         import_model(ImportConfig(source=str(tmp_path / "missing")), tmp_path / "run")
+
+
+def test_fine_tuning_an_imported_run_adds_the_chat_tokens_and_exports_a_chat_model(tmp_path, tokenizer_doc,
+                                                                                    capsys, monkeypatch):
+    """sft on an imported run (no chat markers in its tokenizer): the markers become new ids
+    after its vocabulary, their rows the mean embedding; the result chats and exports back."""
+    from lanternlm.chat import CHAT_MARKERS, render_for_generation
+    from lanternlm.train.finetune import add_chat_tokens
+
+    config = hf_models(vocab_size(tokenizer_doc))["llama-gqa-untied"]
+    hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    imported = Run(import_model(ImportConfig(source=str(tmp_path / "hf")), tmp_path / "run"))
+    old = imported.tokenizer
+    assert main(["sft", "--base", str(tmp_path / "run"), "--out", str(tmp_path / "chat"), "--max-steps", "2",
+                 "--batch-size", "2", "--examples-per-task", "4", "--val-per-task", "1", "--tasks", "letters",
+                 "--block-size", "512", "--warmup-steps", "1", "--eval-every", "2", "--device", "cpu"]) == 0
+    chat = Run(tmp_path / "chat")
+    tok = chat.tokenizer
+    added = chat.record["added_special_tokens"]
+    assert list(added) == list(CHAT_MARKERS) and sorted(added.values()) == list(range(old.vocab_size, tok.vocab_size))
+    assert {**old.special_tokens, **added} == tok.special_tokens and tok.encode(TEXTS[1]) == old.encode(TEXTS[1])
+    assert chat.chat and chat.model_config.vocab_size >= tok.vocab_size
+    # the stage's starting point: old rows kept, new rows the mean of the real tokens' rows
+    model, grown = add_chat_tokens(imported.model("cpu"), old)
+    assert grown == tok and model.config.vocab_size == chat.model_config.vocab_size
+    before = imported.model("cpu").state_dict()
+    real = [i for i, n in enumerate(old.token_byte_lengths()) if n]
+    for name in ("wte.weight", "lm_head.weight"):
+        table = model.state_dict()[name]
+        assert torch.equal(table[:config.vocab_size], before[name])
+        for i in added.values():
+            assert torch.allclose(table[i], before[name][real].mean(0))
+    prompt = torch.tensor([old.encode(TEXTS[0])[:20]])
+    with torch.no_grad():
+        assert torch.allclose(model(prompt).logits[..., :config.vocab_size], imported.model("cpu")(prompt).logits)
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "chat"), "Spell cat", "--temperature", "0", "--max-tokens", "6"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("Spell cat\n"))
+    assert main(["chat", str(tmp_path / "chat"), "--temperature", "0", "--max-tokens", "6"]) == 0
+    assert "chat format" in capsys.readouterr().out
+    folder = export_hf(chat, tmp_path / "hf-chat")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    back = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    messages = [{"role": "user", "content": "hi"}]
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, reasoning="high", tokenize=True,
+                                     return_dict=False)
+    assert ids == render_for_generation(messages, tok, "high")
+    with torch.no_grad():
+        logits = back(torch.tensor([ids])).logits[0, -1]
+        ours = chat.model("cpu")(torch.tensor([ids])).logits[0, -1, :tok.vocab_size]
+    assert (logits - ours).abs().max().item() <= 1e-4
