@@ -110,6 +110,12 @@ def test_an_imported_run_exports_back_and_runs_the_commands(tmp_path, tokenizer_
     assert capsys.readouterr().out.startswith("I love")
     assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2  # never over a run
     assert "already exists" in capsys.readouterr().err
+    out = str(tmp_path / "views")  # the glass-box views read an imported run as any other
+    for view in (["next", "I love", "-k", "3"], ["attention", "I love pizza", "--layer", "1", "--head", "3", "--grid"],
+                 ["generate", "I love", "--steps", "3"], ["embeddings", "I", "love", "pizza", "-k", "3"], ["memory", "--context", "16"]):
+        assert main(["inspect", view[0], str(tmp_path / "run"), *view[1:], "--out", out, "--device", "cpu"]) in (0, None)
+    for name in ("next_token", "attention_l1h3", "attention_l1_heads", "loop", "embeddings", "memory"):
+        assert (tmp_path / "views" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_hub_id_from_a_prepopulated_cache(tmp_path, tokenizer_doc):
@@ -154,7 +160,9 @@ def test_fine_tuning_an_imported_run_adds_the_chat_tokens_and_exports_a_chat_mod
     """sft on an imported run (no chat markers in its tokenizer): the markers become new ids
     after its vocabulary, their rows the mean embedding; the result chats and exports back."""
     from lanternlm.chat import CHAT_MARKERS, render_for_generation
+    from lanternlm.serve.app import create_app
     from lanternlm.train.finetune import add_chat_tokens
+    from starlette.testclient import TestClient
 
     config = hf_models(vocab_size(tokenizer_doc))["llama-gqa-untied"]
     hf_folder(tmp_path / "hf", config, tokenizer_doc)
@@ -198,3 +206,28 @@ def test_fine_tuning_an_imported_run_adds_the_chat_tokens_and_exports_a_chat_mod
         logits = back(torch.tensor([ids])).logits[0, -1]
         ours = chat.model("cpu")(torch.tensor([ids])).logits[0, -1, :tok.vocab_size]
     assert (logits - ours).abs().max().item() <= 1e-4
+    served = serve(tmp_path / "run", tmp_path / "chat")  # lantern serve: the imported run completes text, its
+    try:                                                 # fine-tuned chat run answers chats too
+        with TestClient(create_app(served)) as client:
+            cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+            assert cards["run"]["stage"] == "import" and not cards["run"]["chat"] and cards["chat"]["chat"]
+            ask = {"prompt": "I love", "max_tokens": 5, "temperature": 0}
+            done = client.post("/v1/completions", json={"model": "run", **ask}).json()
+            mine = imported.engine("cpu").generate([[old.bos_id, *old.encode("I love")]], max_tokens=5,
+                                                   sampling=SamplingParams(temperature=0.0))[0]
+            assert done["choices"][0]["text"] == old.decode(mine.tokens)
+            assert client.post("/v1/completions", json={"model": "chat", **ask}).status_code == 200
+            reply = client.post("/v1/chat/completions", json={"model": "chat", "messages": messages,
+                                                              "max_tokens": 5, "temperature": 0}).json()
+            assert reply["choices"][0]["message"]["role"] == "assistant" and reply["usage"]["prompt_tokens"] > 0
+            refused = client.post("/v1/chat/completions", json={"model": "run", "messages": messages})
+            assert refused.status_code == 400
+    finally:
+        for m in served:
+            m.worker.close()
+
+
+def serve(*runs):
+    from lanternlm.serve.app import ServeConfig, load_models
+
+    return load_models([str(r) for r in runs], ServeConfig(device="cpu", max_batch=2))
