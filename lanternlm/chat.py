@@ -7,6 +7,7 @@ it is one JSON object per line: ``{"messages": [...]}``.
 Rendering (``<|x|>`` are the tokenizer's reserved special tokens)::
 
     <|endoftext|>                                   BOS, as before every pretraining document
+                                                    (an imported tokenizer's own begin-of-text)
     <|system|>Reasoning: high\\nBe brief.<|end|>     always present; the level line comes first
     <|user|>How many r's are in strawberry?<|end|>
     <|assistant|><|think|>s t r a w ...<|/think|>The letter r appears 3 times...<|end|>
@@ -46,9 +47,11 @@ from typing import Any, Sequence
 
 from .config import atomic_write_text
 from .errors import LanternError
-from .tokenizer import ASSISTANT, END, END_THINK, EOT as BOS, SYSTEM, THINK, USER
+from .tokenizer import ASSISTANT, END, END_THINK, SYSTEM, THINK, USER
 
 ROLES = ("system", "user", "assistant")
+CHAT_MARKERS = (SYSTEM, USER, ASSISTANT, END, THINK, END_THINK)
+"""The special tokens a conversation is rendered with, besides the tokenizer's BOS."""
 REASONING_LEVELS = ("none", "low", "medium", "high")
 THINKING_LEVELS = REASONING_LEVELS[1:]  # the levels with a thinking segment
 DEFAULT_REASONING = "medium"
@@ -69,8 +72,9 @@ class ChatTokens:
 
     @classmethod
     def of(cls, tokenizer) -> "ChatTokens":
-        names = (BOS, SYSTEM, USER, ASSISTANT, END, THINK, END_THINK)
-        return cls(*(tokenizer.special_id(name) for name in names))
+        """The ids in ``tokenizer``; BOS is its prompt start (``<|endoftext|>`` in ours, an
+        imported tokenizer's own begin-of-text token where it has one)."""
+        return cls(tokenizer.bos_id, *(tokenizer.special_id(name) for name in CHAT_MARKERS))
 
 
 @dataclass(frozen=True)

@@ -769,6 +769,24 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ special tokens
 
+    def with_special_tokens(self, names: Sequence[str]) -> "Tokenizer":
+        """This tokenizer with the special tokens ``names`` added at new ids after its
+        vocabulary (``vocab_size``, ``vocab_size + 1``, ...); every existing id is kept.
+        Names it already has are skipped.
+
+        >>> tok = Tokenizer([], special_tokens=["<|endoftext|>"])
+        >>> more = tok.with_special_tokens(["<|user|>", "<|endoftext|>", "<|end|>"])
+        >>> more.special_tokens, more.vocab_size, more.encode("hi") == tok.encode("hi")
+        ({'<|endoftext|>': 256, '<|user|>': 257, '<|end|>': 258}, 259, True)
+        """
+        new = [name for name in dict.fromkeys(names) if name not in self.special_tokens]
+        if not new:
+            return self
+        specials = {**self.special_tokens, **{name: self.vocab_size + k for k, name in enumerate(new)}}
+        return Tokenizer(self.merges, self.pattern, specials, byte_ids=self._byte_ids, merge_ids=self._merge_ids,
+                         vocab_size=self.vocab_size + len(new), normalization=self.normalization,
+                         bos_token=self.bos_token, eot_token=self.eot_token)
+
     def special_id(self, name: str) -> int:
         """The id of special token ``name``."""
         try:

@@ -4,6 +4,7 @@ non-default rope θ, Qwen2's q/k/v biases, GPT-2) come in as runs whose greedy t
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -109,6 +110,12 @@ def test_an_imported_run_exports_back_and_runs_the_commands(tmp_path, tokenizer_
     assert capsys.readouterr().out.startswith("I love")
     assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2  # never over a run
     assert "already exists" in capsys.readouterr().err
+    out = str(tmp_path / "views")  # the glass-box views read an imported run as any other
+    for view in (["next", "I love", "-k", "3"], ["attention", "I love pizza", "--layer", "1", "--head", "3", "--grid"],
+                 ["generate", "I love", "--steps", "3"], ["embeddings", "I", "love", "pizza", "-k", "3"], ["memory", "--context", "16"]):
+        assert main(["inspect", view[0], str(tmp_path / "run"), *view[1:], "--out", out, "--device", "cpu"]) in (0, None)
+    for name in ("next_token", "attention_l1h3", "attention_l1_heads", "loop", "embeddings", "memory"):
+        assert (tmp_path / "views" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_hub_id_from_a_prepopulated_cache(tmp_path, tokenizer_doc):
@@ -146,3 +153,81 @@ def test_unsupported_models_name_what_is_unsupported(tmp_path, tokenizer_doc):
         assert not (tmp_path / f"run{k}").exists()
     with pytest.raises(LanternError, match="no such model folder"):
         import_model(ImportConfig(source=str(tmp_path / "missing")), tmp_path / "run")
+
+
+def test_fine_tuning_an_imported_run_adds_the_chat_tokens_and_exports_a_chat_model(tmp_path, tokenizer_doc,
+                                                                                    capsys, monkeypatch):
+    """sft on an imported run (no chat markers in its tokenizer): the markers become new ids
+    after its vocabulary, their rows the mean embedding; the result chats and exports back."""
+    from lanternlm.chat import CHAT_MARKERS, render_for_generation
+    from lanternlm.serve.app import create_app
+    from lanternlm.train.finetune import add_chat_tokens
+    from starlette.testclient import TestClient
+
+    config = hf_models(vocab_size(tokenizer_doc))["llama-gqa-untied"]
+    hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    imported = Run(import_model(ImportConfig(source=str(tmp_path / "hf")), tmp_path / "run"))
+    old = imported.tokenizer
+    assert main(["sft", "--base", str(tmp_path / "run"), "--out", str(tmp_path / "chat"), "--max-steps", "2",
+                 "--batch-size", "2", "--examples-per-task", "4", "--val-per-task", "1", "--tasks", "letters",
+                 "--block-size", "512", "--warmup-steps", "1", "--eval-every", "2", "--device", "cpu"]) == 0
+    chat = Run(tmp_path / "chat")
+    tok = chat.tokenizer
+    added = chat.record["added_special_tokens"]
+    assert list(added) == list(CHAT_MARKERS) and sorted(added.values()) == list(range(old.vocab_size, tok.vocab_size))
+    assert {**old.special_tokens, **added} == tok.special_tokens and tok.encode(TEXTS[1]) == old.encode(TEXTS[1])
+    assert chat.chat and chat.model_config.vocab_size >= tok.vocab_size
+    # the stage's starting point: old rows kept, new rows the mean of the real tokens' rows
+    model, grown = add_chat_tokens(imported.model("cpu"), old)
+    assert grown == tok and model.config.vocab_size == chat.model_config.vocab_size
+    before = imported.model("cpu").state_dict()
+    real = [i for i, n in enumerate(old.token_byte_lengths()) if n]
+    for name in ("wte.weight", "lm_head.weight"):
+        table = model.state_dict()[name]
+        assert torch.equal(table[:config.vocab_size], before[name])
+        for i in added.values():
+            assert torch.allclose(table[i], before[name][real].mean(0))
+    prompt = torch.tensor([old.encode(TEXTS[0])[:20]])
+    with torch.no_grad():
+        assert torch.allclose(model(prompt).logits[..., :config.vocab_size], imported.model("cpu")(prompt).logits)
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "chat"), "Spell cat", "--temperature", "0", "--max-tokens", "6"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("Spell cat\n"))
+    assert main(["chat", str(tmp_path / "chat"), "--temperature", "0", "--max-tokens", "6"]) == 0
+    assert "chat format" in capsys.readouterr().out
+    folder = export_hf(chat, tmp_path / "hf-chat")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    back = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    messages = [{"role": "user", "content": "hi"}]
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, reasoning="high", tokenize=True,
+                                     return_dict=False)
+    assert ids == render_for_generation(messages, tok, "high")
+    with torch.no_grad():
+        logits = back(torch.tensor([ids])).logits[0, -1]
+        ours = chat.model("cpu")(torch.tensor([ids])).logits[0, -1, :tok.vocab_size]
+    assert (logits - ours).abs().max().item() <= 1e-4
+    served = serve(tmp_path / "run", tmp_path / "chat")  # lantern serve: the imported run completes text, its
+    try:                                                 # fine-tuned chat run answers chats too
+        with TestClient(create_app(served)) as client:
+            cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+            assert cards["run"]["stage"] == "import" and not cards["run"]["chat"] and cards["chat"]["chat"]
+            ask = {"prompt": "I love", "max_tokens": 5, "temperature": 0}
+            done = client.post("/v1/completions", json={"model": "run", **ask}).json()
+            mine = imported.engine("cpu").generate([[old.bos_id, *old.encode("I love")]], max_tokens=5,
+                                                   sampling=SamplingParams(temperature=0.0))[0]
+            assert done["choices"][0]["text"] == old.decode(mine.tokens)
+            assert client.post("/v1/completions", json={"model": "chat", **ask}).status_code == 200
+            reply = client.post("/v1/chat/completions", json={"model": "chat", "messages": messages,
+                                                              "max_tokens": 5, "temperature": 0}).json()
+            assert reply["choices"][0]["message"]["role"] == "assistant" and reply["usage"]["prompt_tokens"] > 0
+            refused = client.post("/v1/chat/completions", json={"model": "run", "messages": messages})
+            assert refused.status_code == 400
+    finally:
+        for m in served:
+            m.worker.close()
+
+
+def serve(*runs):
+    from lanternlm.serve.app import ServeConfig, load_models
+
+    return load_models([str(r) for r in runs], ServeConfig(device="cpu", max_batch=2))

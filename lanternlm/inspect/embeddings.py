@@ -128,12 +128,11 @@ def embedding_view(model, tokenizer, words: Sequence[str], k: int = 8,
     """Neighbours of ``words`` in the token-embedding table and their PCA map (the words,
     plus each word's first ``map_neighbours`` neighbours). Neighbours are searched among
     the tokens that are whole pieces of text: special tokens and byte fragments of a
-    multi-byte character are left out."""
+    multi-byte character are left out (and an imported vocabulary's unused ids)."""
     if not words:
         raise LanternError("give at least one word")
     table = model.wte.weight.detach().float().cpu()  # (V, C)
-    specials = set(tokenizer.special_tokens.values())
-    candidates = [i for i in range(tokenizer.vocab_size) if i not in specials and _is_text(tokenizer.token_bytes(i))]
+    candidates = [i for i, piece in tokenizer.vocab.items() if _is_text(piece)]  # no specials, no unused ids
     found, missing = [], {}
     for word in words:
         token = word_token(tokenizer, word)

@@ -8,6 +8,10 @@ reasoning="high")``; ``reasoning_effort`` is read too, the name OpenAI's API use
 the system message's ``Reasoning:`` line, else ``medium``, as in :func:`lanternlm.chat.reasoning_of`.
 An assistant message's thinking is its ``thinking`` field (or ``reasoning_content``).
 
+The conversation opens with the tokenizer's BOS (:func:`chat_template`): ``<|endoftext|>``
+in ours (:data:`CHAT_TEMPLATE`), an imported tokenizer's own begin-of-text token in a chat
+run fine-tuned from it.
+
 The one difference: Hugging Face always reads special-token strings (``<|end|>``) inside
 message text as special tokens, where :func:`lanternlm.chat.render` encodes them as text.
 """
@@ -17,10 +21,17 @@ from __future__ import annotations
 from ..chat import DEFAULT_REASONING, REASONING_LEVELS
 from ..tokenizer import ASSISTANT, END, END_THINK, EOT, SYSTEM, THINK, USER
 
+
+def chat_template(bos: str = EOT) -> str:
+    """The Jinja source for a tokenizer whose prompts start with the special token ``bos``."""
+    return _TEMPLATE.replace(_BOS, bos.replace("\\", "\\\\").replace("'", "\\'"))
+
+
+_BOS = "\x00BOS\x00"  # placeholder in the source below
 # The system message's "Reasoning:" lines are found as chat._REASONING_LINE finds them: a
 # line that is "Reasoning:" and one word, with spaces or tabs around; they are dropped and
 # the last one gives the level. Jinja has no regex, so this splits lines and strips.
-CHAT_TEMPLATE = (
+_TEMPLATE = (
     "{#- lanternlm chat format (lanternlm/chat.py); variable: reasoning = none|low|medium|high -#}\n"
     "{%- set ns = namespace(level=none, kept=[]) -%}\n"
     "{%- if messages and messages[0]['role'] == 'system' -%}\n"
@@ -43,7 +54,7 @@ CHAT_TEMPLATE = (
     "{%- endif -%}\n"
     "{%- set rest = ns.kept | join('\\n') -%}\n"
     "{%- set rest = rest.strip() -%}\n"
-    f"{{{{- '{EOT}{SYSTEM}Reasoning: ' ~ level -}}}}\n"
+    f"{{{{- '{_BOS}{SYSTEM}Reasoning: ' ~ level -}}}}\n"
     "{%- if rest -%}{{- '\\n' ~ rest -}}{%- endif -%}\n"
     f"{{{{- '{END}' -}}}}\n"
     "{%- for message in messages -%}\n"
@@ -62,4 +73,7 @@ CHAT_TEMPLATE = (
     f"  {{%- if level == 'none' -%}}{{{{- '{THINK}{END_THINK}' -}}}}{{%- endif -%}}\n"
     "{%- endif -%}\n"
 )
-"""The Jinja source; ``lantern export --format hf`` writes it into ``tokenizer_config.json``."""
+
+CHAT_TEMPLATE = chat_template(EOT)
+"""The Jinja source for our tokenizers; ``lantern export --format hf`` writes it into
+``tokenizer_config.json``."""

@@ -28,7 +28,7 @@ from ..generate import default_stop_tokens
 from ..log import logger
 from ..model import GPT
 from ..run import Run
-from .chat_template import CHAT_TEMPLATE
+from .chat_template import chat_template
 from .hf import family, hf_config_dict, hf_state, trim_vocab
 from .hf_tokenizer import check_hf_tokenizer
 
@@ -95,7 +95,8 @@ def tokenizer_config(run: Run, eos_id: int) -> dict:
                                           "rstrip": False, "single_word": False, "special": True}
                                  for name, i in tokenizer.special_tokens.items()},
     }
-    template = CHAT_TEMPLATE if run.chat else run.record.get("hf", {}).get("chat_template")
+    template = (chat_template(names[tokenizer.bos_id]) if run.chat
+                else run.record.get("hf", {}).get("chat_template"))
     if template:
         config["chat_template"] = template
     return config

@@ -30,7 +30,7 @@ from ..errors import LanternError
 from ..log import logger
 from ..run import Run
 from ..tokenizer import END, GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, bytes_to_unicode
-from .chat_template import CHAT_TEMPLATE
+from .chat_template import chat_template
 from .export import exportable_model, stop_tokens
 from .hf import family, hf_state
 from .hf_tokenizer import LLAMA3_SPLIT_PATTERN, QWEN2_SPLIT_PATTERN
@@ -155,10 +155,10 @@ def _add_tokenizer(writer, gguf, tokenizer, pre: str, stops: list[int], chat: bo
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges([f"{tokens[a]} {tokens[b]}" for a, b in tokenizer.merges])
-    writer.add_bos_token_id(tokenizer.eot_id)
+    writer.add_bos_token_id(tokenizer.bos_id)
     writer.add_eos_token_id(stops[0])
     writer.add_pad_token_id(tokenizer.pad_id)
     writer.add_add_bos_token(False)
     if chat:
         writer.add_eot_token_id(tokenizer.special_id(END))
-        writer.add_chat_template(CHAT_TEMPLATE)
+        writer.add_chat_template(chat_template(tokenizer.decode([tokenizer.bos_id])))

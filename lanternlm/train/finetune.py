@@ -10,7 +10,9 @@ a base run.
   :func:`describe_inheritance` says in the log what was inherited and what overridden.
 - :func:`model_for` loads the base run's model and tokenizer with the context length asked
   for (a RoPE model may take a longer one: chat turns with thinking are longer than the
-  base's training windows).
+  base's training windows); a base whose tokenizer lacks the chat special tokens (a model
+  imported from Hugging Face) gets them added, in this one place for every stage
+  (:func:`add_chat_tokens`), and the loop's run record lists them (``added_special_tokens``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any, Optional
 
 import torch
 
-from ..chat import ChatTokens
+from ..chat import CHAT_MARKERS
 from ..config import option
 from ..errors import LanternError
+from ..log import logger
 from ..run import Run
+from ..tokenizer import EOT
 from .loop import AUTOCAST_DTYPES, fill_sources
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
@@ -118,17 +122,20 @@ def start(config: FinetuneConfig, name: str, run_dir: str | Path,
 def model_for(config: FinetuneConfig, base: Run, device: torch.device):
     """The base run's model and tokenizer, with the context length this config asks for.
 
-    Raises :class:`LanternError` when the tokenizer lacks the chat special tokens, or when
-    a model with learned positions is asked for a context other than its own.
+    A base whose tokenizer lacks the chat special tokens (a model imported from Hugging
+    Face) gets them here, for every fine-tuning stage: :func:`add_chat_tokens`. Raises
+    :class:`LanternError` when a model with learned positions is asked for a context other
+    than its own.
     """
     from ..model import GPT
 
-    model, tokenizer = base.model(device), base.tokenizer
-    try:
-        ChatTokens.of(tokenizer)
-    except LanternError as err:
-        raise LanternError(f"--base {base.path}: the tokenizer cannot render chats ({err}); train it with "
-                           f"the default special tokens") from None
+    model, tokenizer = add_chat_tokens(base.model(device), base.tokenizer)
+    if tokenizer is not base.tokenizer:
+        added = {name: i for name, i in tokenizer.special_tokens.items() if name not in base.tokenizer.special_tokens}
+        logger.info(f"--base {base.path}: its tokenizer has no chat special tokens; added "
+                    + ", ".join(f"{name}={i}" for name, i in added.items())
+                    + f" (embedding{'' if model.config.tie_embeddings else ' and head'} rows set to the mean "
+                    f"of the vocabulary's; model vocabulary {base.model_config.vocab_size} -> {model.config.vocab_size})")
     block = config.block_size
     if block is None or block == model.config.block_size:
         return model, tokenizer
@@ -138,6 +145,57 @@ def model_for(config: FinetuneConfig, base: Run, device: torch.device):
     resized = GPT(dataclasses.replace(model.config, block_size=block)).to(device)
     resized.load_state_dict(model.state_dict())  # RoPE tables are buffers rebuilt for the new length
     return resized, tokenizer
+
+
+def chat_tokens_missing(tokenizer) -> list[str]:
+    """The special tokens :mod:`lanternlm.chat` renders with that ``tokenizer`` lacks: the
+    chat markers, and ``<|endoftext|>`` when it has no end-of-text token of its own."""
+    wanted = ([] if tokenizer.eot_token in tokenizer.special_tokens else [EOT]) + list(CHAT_MARKERS)
+    return [name for name in wanted if name not in tokenizer.special_tokens]
+
+
+@torch.no_grad()
+def add_chat_tokens(model, tokenizer):
+    """``(model, tokenizer)`` able to render chats: unchanged when the tokenizer has the
+    chat special tokens, else with the missing ones (:func:`chat_tokens_missing`) added
+    as new ids after its vocabulary (:meth:`lanternlm.tokenizer.Tokenizer.with_special_tokens`)
+    and the model's embedding (and untied head) grown to hold them, padded to a multiple
+    of 64, when its padding rows are too few. A new row starts at the mean of the real
+    tokens' rows: an embedding like an average token's, a logit like an average token's,
+    so the model's predictions barely move until fine-tuning teaches the markers.
+    """
+    from ..model import GPT, padded_vocab_size
+
+    missing = chat_tokens_missing(tokenizer)
+    if not missing:
+        return model, tokenizer
+    if model.config.reward_head:
+        raise LanternError("a reward model's tokenizer must already have the chat special tokens")
+    grown = tokenizer.with_special_tokens(missing)  # (a tokenizer's eot_token is its own or EOT)
+    rows = torch.tensor([i for i, n in enumerate(tokenizer.token_byte_lengths()) if n], device=model.wte.weight.device)
+    new = torch.tensor([grown.special_tokens[name] for name in missing], device=rows.device)
+    if grown.vocab_size > model.config.vocab_size:
+        config = dataclasses.replace(model.config, vocab_size=padded_vocab_size(grown.vocab_size))
+        bigger = GPT(config).to(device=model.wte.weight.device, dtype=model.wte.weight.dtype)
+        state = model.state_dict()
+        for name, table in bigger.state_dict().items():  # the vocabulary tables keep their first rows
+            if table.shape != state[name].shape:
+                table[:model.config.vocab_size] = state[name]
+                state[name] = table
+        bigger.load_state_dict(state)
+        model = bigger.train(model.training)
+    tables = [model.wte.weight] + ([] if model.lm_head is None else [model.lm_head.weight])
+    for table in tables:
+        table[new] = table[rows].mean(dim=0, keepdim=True).to(table.dtype)
+    return model, grown
+
+
+def vocab_limit(base: Run, tokenizer) -> int:
+    """How many ids a model fine-tuned from ``base`` with ``tokenizer`` may sample: the base's
+    limit (:attr:`lanternlm.run.Run.vocab_limit`), or, when the base samples its whole
+    vocabulary, the whole of ``tokenizer``'s, the chat markers :func:`add_chat_tokens` added too."""
+    limit = base.vocab_limit
+    return tokenizer.vocab_size if limit == base.tokenizer.vocab_size else limit
 
 
 def describe_inheritance(config: FinetuneConfig, sources: dict[str, str], base_model_config, model,

@@ -72,7 +72,7 @@ from torch import nn
 from ..config import absolute_paths, from_arguments, from_dict
 from ..errors import LanternError
 from ..log import logger, progress, set_verbosity
-from ..run import RECORD_FILE, read_record, write_record
+from ..run import RECORD_FILE, Run, read_record, write_record
 from . import distributed as D
 from .checkpoint import STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
 from .interrupt import stop_on_signals, stop_requested
@@ -420,6 +420,17 @@ def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor,
 
 
 @stop_on_signals
+def added_special_tokens(tokenizer, parent: str | Path | None) -> dict[str, Any]:
+    """``{"added_special_tokens": {name: id}}`` for the run record when this run's tokenizer
+    has special tokens its parent's lacks (fine-tuning an imported model adds the chat
+    markers: :func:`lanternlm.train.finetune.add_chat_tokens`), else ``{}``."""
+    if parent is None:
+        return {}
+    before = Run(parent).tokenizer.special_tokens
+    added = {name: i for name, i in tokenizer.special_tokens.items() if name not in before}
+    return {"added_special_tokens": added} if added else {}
+
+
 def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistInfo], Stage], *,
           resumable: tuple[str, ...], resume: bool = False, sources: dict[str, str] | None = None,
           parent: str | Path | None = None) -> dict[str, Any]:
@@ -462,7 +473,8 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                            f"bit-identically: its schedule follows the measured speed; --max-minutes none for one that does")
     if info.is_main:
         write_record(run_dir, name, config, sources=fill_sources(config, sources), parent=parent,
-                     model=dataclasses.asdict(model.config), **stage.record)
+                     model=dataclasses.asdict(model.config), **added_special_tokens(stage.tokenizer, parent),
+                     **stage.record)
         if ckpt is not None:
             metrics.truncate_after(done["step"])
         elif (run_dir / "metrics.jsonl").exists():

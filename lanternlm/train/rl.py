@@ -607,7 +607,7 @@ def build(config: RLConfig, sources: dict[str, str], base, info: DistInfo) -> St
         if judge.tokenizer.fingerprint() != tokenizer.fingerprint():
             raise LanternError(f"--reward-model {config.reward_model}: its tokenizer is not the chat model's; train "
                                f"the reward model from the same chat lineage")
-    policy = Policy(model, Engine(model, vocab_limit=base.vocab_limit), tokenizer, judge,
+    policy = Policy(model, Engine(model, vocab_limit=finetune.vocab_limit(base, tokenizer)), tokenizer, judge,
                     copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None,
                     thinking_budget(tokenizer, config.thinking_budget))
     tasks = [get_task(name) for name in reward_tasks(config.reward)]
