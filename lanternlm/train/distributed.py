@@ -111,9 +111,15 @@ def shard(model: nn.Module, policy=None) -> nn.Module:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = policy or MixedPrecisionPolicy()
+    # The losses read the model's outputs (views of the per-token log-probabilities) and
+    # never change them in place, which is what this warning is about.
+    warnings.filterwarnings("ignore", r"FSDP2-wrapped module \(\w+\) returned a view tensor")
     for block in model.blocks:
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy, reshard_after_forward=False)  # the backward needs it next
+    # FSDP2 makes the module of the first forward pass the root. Sampling and scoring may
+    # call the blocks first (GPT.hidden, under gathered()): settle it now (no public API).
+    model._get_fsdp_state()._lazy_init()
     return model
 
 
