@@ -6,7 +6,7 @@ RL) runs on it, and supplies only what makes it that stage::
     config: a dataclass with the LOOP_FIELDS     ──►   check it; with resume: same setup as the record?
                                                        join the processes torchrun started → info
     build(info) -> Stage:                        ◄──   (seeded with config.seed)
-      model      on info.device                  ──►   optimizers, DDP wrapper, torch.compile
+      model      on info.device                  ──►   DDP or FSDP2 (--parallel), optimizers, torch.compile
       tokenizer                                  ──►   the run record, every checkpoint
       batches    this process's micro-batches    ──►   each step: grad_accum micro-batches
       count(b)   what b's loss sums over         ──►     the global count (all micro-batches, all processes)
@@ -53,7 +53,11 @@ non-finite training loss, gradient norm or validation loss stops the run with an
 before it is logged or checkpointed (:func:`check_finite`): the last checkpoint is finite.
 
 Under ``torchrun`` every process runs this same function (:mod:`.distributed`): the
-batches give each its rows of every global batch, process 0 writes the files.
+batches give each its rows of every global batch, process 0 writes the files. With
+``parallel="fsdp"`` the model is sharded in place before the optimizers are built; each
+process writes its shards of every checkpoint and process 0 the full weights, and the
+evaluation runs on the gathered weights (:func:`~.distributed.gathered`). Resume reads
+either kind of checkpoint on any number of processes with the same global batch.
 """
 
 from __future__ import annotations
