@@ -18,7 +18,8 @@ checkpoint every few steps):
    the time per step;
 2. **kills**: ``--kills`` points are drawn uniformly over the run's steps (fractional:
    13.4 is 40% of a step's time after step 13 is logged, in its checkpoint write where
-   step 13 writes one, else in step 14) and sorted; for each point the command is started
+   step 13 writes one, else in step 14; 0.4 is 40% into the start-up: imports, data,
+   model, restoring the checkpoint) and sorted; for each point the command is started
    (with ``--resume`` when a checkpoint exists, as a user would: without one there is
    nothing to resume), and when this attempt has logged the point's step (or starts past
    it, having resumed from a later checkpoint: then it dies early in its first step) its
@@ -166,8 +167,8 @@ def checkpoint_step(out: Path) -> int:
     return int(latest.read_text().strip().split("_")[1]) if latest.exists() else 0
 
 
-def reference(stage: Stage, out: Path) -> tuple[float, float]:
-    """Run uninterrupted; returns (s per step, from when log lines appear; wall s)."""
+def reference(stage: Stage, out: Path) -> tuple[float, float, float]:
+    """Run uninterrupted; returns (start-up s, s per step, wall s), from when log lines appear."""
     metrics = out / "metrics.jsonl"
     t0 = time.perf_counter()
     proc = launch(stage.command, out, resume=False)
@@ -182,7 +183,8 @@ def reference(stage: Stage, out: Path) -> tuple[float, float]:
     if proc.returncode != 0:
         raise SystemExit(f"{stage.name}: the reference run failed:\n{proc.stderr.read()}")
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
-    return (gaps[len(gaps) // 2] if gaps else wall / stage.steps), wall
+    step = gaps[len(gaps) // 2] if gaps else wall / stage.steps
+    return (max(0.0, times[0] - step) if times else wall), step, wall
 
 
 def landed(out: Path, started: float) -> str:
@@ -212,18 +214,22 @@ def logged_step(metrics: Path, started: float) -> int | None:
     return json.loads(tail[-1])["step"] if tail and tail[-1].endswith(b"}") else None
 
 
-def faulted(stage: Stage, out: Path, points: list[float], step_s: float) -> tuple[list[Kill], int]:
+def faulted(stage: Stage, out: Path, points: list[float], startup: float, step_s: float) -> tuple[list[Kill], int]:
     """Kill an attempt at each point, then finish; returns the kills and the step the
     finishing attempt resumed from. Point ``s.f`` (``f`` in [0, 1)): once this attempt has
-    logged step ``floor(s)`` (or its log starts past it), ``f`` times the time per step later."""
+    logged step ``s`` (or its log starts past it), ``f`` times the time per step later;
+    point ``0.f``: ``f`` times the start-up time after the start."""
     kills, metrics = [], out / "metrics.jsonl"
     for point in points:
         resumed_from = checkpoint_step(out)
         started = time.time() - 0.01  # (mtimes are coarser than time.time on some file systems)
         proc = launch(stage.command, out, resume=resumed_from > 0)
-        while proc.poll() is None and ((step := logged_step(metrics, started)) is None or step < int(point)):
+        if point < 1:  # in the start-up
+            time.sleep(point * startup)
+        while point >= 1 and proc.poll() is None and ((step := logged_step(metrics, started)) is None
+                                                     or step < int(point)):
             time.sleep(0.001)
-        if proc.poll() is None:
+        if point >= 1 and proc.poll() is None:
             time.sleep((point - int(point)) * step_s)
         if proc.poll() is not None:  # it ended first
             if proc.returncode != 0:
@@ -293,10 +299,10 @@ def main() -> None:
         ref, run = work / name / "ref", work / name / "faulted"
         for d in (ref, run):
             subprocess.run(["rm", "-rf", str(d)], check=True)
-        step_s, wall = reference(stage, ref)
+        startup, step_s, wall = reference(stage, ref)
         points = sorted(rng.uniform(0, stage.steps) for _ in range(args.kills))
         t0 = time.perf_counter()
-        kills, final_from = faulted(stage, run, points, step_s)
+        kills, final_from = faulted(stage, run, points, startup, step_s)
         spent = time.perf_counter() - t0
         weights_same, log_same, notes = compare(ref, run)
         all_same &= weights_same and log_same
