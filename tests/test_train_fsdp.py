@@ -136,3 +136,58 @@ def test_fsdp_dpo_and_rl_match_one(tmp_path):
                                    rtol=1e-4, atol=1e-6, err_msg=key)
     assert max(r["logprob_diff_max"] for r in b) < 1e-4  # sampled from the live weights, not a stale copy
     assert_same_weights(tmp_path / "rl1", tmp_path / "rl2")
+
+
+def _tiny_model_and_optimizers():
+    import dataclasses
+
+    from lanternlm.model import GPT, MODEL_PRESETS
+    from lanternlm.train.optim import build_optimizers
+
+    torch.manual_seed(0)
+    conf = dataclasses.replace(MODEL_PRESETS["llama-style-tiny"], n_layer=1, n_head=2, n_kv_head=1, n_embd=16,
+                               block_size=8, vocab_size=64)
+    model = GPT(conf)
+    opts = build_optimizers(model, name="muon", lr=1e-3, muon_lr=0.02, weight_decay=0.1, betas=(0.9, 0.95),
+                            fused=False)
+    x = torch.randint(0, 64, (2, 8))
+    (-model(x, x, reduction="sum").logprobs).backward()
+    opts.step()
+    return model, opts
+
+
+def test_sharded_state_round_trips_in_one_process(tmp_path):
+    """What one process reads of a sharded checkpoint (here written by one, plain model)."""
+    from lanternlm.train import distributed as D
+
+    model, opts = _tiny_model_and_optimizers()
+    D.save_sharded(tmp_path / "shards", model, opts.optimizers, D.DistInfo(0, 0, 1, torch.device("cpu")))
+    fresh, fresh_opts = _tiny_model_and_optimizers()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    D.load_sharded(tmp_path / "shards", fresh, fresh_opts.optimizers)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert a.equal(b), name
+    for a, b in zip(opts.state_dict(), fresh_opts.state_dict()):
+        for key, state in a["state"].items():
+            for field, value in state.items():
+                assert torch.as_tensor(value).equal(torch.as_tensor(b["state"][key][field])), field
+
+
+def test_a_sharded_checkpoint_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+    from lanternlm.errors import LanternError
+    from lanternlm.train import distributed as D
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", full)
+    model, opts = _tiny_model_and_optimizers()
+    with pytest.raises(LanternError, match="cannot write the sharded checkpoint .*No space left on device.*--resume"):
+        D.save_sharded(tmp_path / "shards", model, opts.optimizers, D.DistInfo(0, 0, 1, torch.device("cpu")))
+    assert not (tmp_path / "shards").exists()

@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import LanternError
 from ..run import pick_device
 
 #: The values of the configs' ``parallel`` field (what several processes do).
@@ -192,13 +193,23 @@ def save_sharded(directory: Path, model: nn.Module, optimizers: list[torch.optim
     (``torch.distributed.checkpoint``: each process a file of its shards, process 0 the
     ``.metadata``); every process calls it. Returns ``directory``."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     if info.is_main:
         shutil.rmtree(directory, ignore_errors=True)  # an earlier attempt's, maybe of more processes
     barrier(info)
     weights, states = get_state_dict(model, optimizers)
-    dcp.save({"model": weights, "optim": states}, checkpoint_id=directory)
+    try:
+        dcp.save({"model": weights, "optim": states}, checkpoint_id=directory)
+    except (CheckpointException, OSError) as err:  # a full disk, mostly: every process hears of it
+        if info.is_main:
+            shutil.rmtree(directory, ignore_errors=True)
+        reasons = ([f"process {rank}: {exc}" for rank, (exc, _) in sorted(err.failures.items())]
+                   if isinstance(err, CheckpointException) else [str(err)])
+        raise LanternError(f"{directory}: cannot write the sharded checkpoint ({'; '.join(reasons)}); the partial "
+                           f"copy was removed and the previous checkpoint is intact. Free some space, then continue "
+                           f"with --resume") from None
     return directory
 
 
