@@ -34,15 +34,18 @@ CONFIG_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path:
+def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None,
+               weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it.
-    With ``tokenizer``, ``model.json`` records its fingerprint (the weights' tokenizer)."""
+    With ``tokenizer``, ``model.json`` records its fingerprint (the weights' tokenizer).
+    ``weights``: the tensors to write, when not ``model.state_dict()`` (the full weights
+    gathered from a model sharded over several processes)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
-             for name, tensor in model.state_dict().items()}
+             for name, tensor in (model.state_dict() if weights is None else weights).items()}
     fd, tmp = temp_file_beside(directory / WEIGHTS_FILE)
     mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
@@ -55,7 +58,7 @@ def save_model(directory: str | os.PathLike, model: GPT, tokenizer=None) -> Path
         raise
     meta = {"format": FORMAT, "config": dataclasses.asdict(model.config),
             "num_params": model.num_params(),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+            "dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
     if tokenizer is not None:
         meta["tokenizer"] = {"fingerprint": tokenizer.fingerprint(), "vocab_size": tokenizer.vocab_size}
     atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")

@@ -355,6 +355,12 @@ class Engine:
             logits[:, self.vocab_limit:] = float("-inf")  # padding rows are not tokens
         return logits
 
+    def weights_changed(self) -> None:
+        """Forget what the engine derived from the weights (the head's copy, :meth:`_head`):
+        for writes its version check cannot see, e.g. FSDP2 gathering a sharded model's
+        weights into the same storage again (:func:`lanternlm.train.distributed.gathered`)."""
+        self._head_source = self._head_key = self._head_copy = None
+
     def _head(self) -> torch.Tensor:
         """The output head's (V, C) weight as the engine multiplies by it.
 

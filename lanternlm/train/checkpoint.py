@@ -12,6 +12,13 @@ position, plateau rule, schema below). It is written in this order:
    ``optimizer.pt`` are pointed at the new files (hard links, swapped in by rename), so
    ``RUN`` itself loads as a model; older checkpoint directories beyond ``keep`` are removed.
 
+A model sharded over several processes (``--parallel fsdp``) adds ``sharded/``: its weights
+and optimizer states as ``torch.distributed.checkpoint`` shards, one file per process,
+which every process writes into ``RUN/checkpoints/.shards-step_NNNNNNN/`` first (moved into
+the temporary directory in step 1). Its ``optimizer.pt`` then holds no optimizer states
+(``"optimizers": "sharded"``); ``model.safetensors`` is always the full, unsharded weights,
+so a checkpoint loads as a model and resumes on any number of processes.
+
 A crash anywhere before step 3 leaves ``latest`` naming the previous, complete checkpoint;
 resume reads only through ``latest``. A write that fails (a full disk) removes the temporary
 directory and raises a :class:`~lanternlm.errors.LanternError` saying so.
@@ -34,6 +41,7 @@ from ..config import atomic_write_text, file_in
 from ..errors import LanternError
 
 STATE_FILE = "optimizer.pt"
+SHARDS_DIR = "sharded"
 RUN_FILES = ("model.safetensors", "model.json", "tokenizer.json", STATE_FILE)
 #: What a failed write raises: torch.save reports one as RuntimeError ("enforce fail at
 #: inline_container.cc"), safetensors as SafetensorError ("os error 28").
@@ -91,9 +99,18 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpt
 
 
+def shards_staging(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where every process writes its shards of checkpoint ``step`` (see the module doc)."""
+    return Path(run_dir) / "checkpoints" / f".shards-step_{step:07d}"
+
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tokenizer: Any,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint ``step`` atomically (see the module doc) and return its directory."""
+                    state: dict[str, Any], keep: int = 2, *, weights: dict[str, torch.Tensor] | None = None,
+                    shards: Path | None = None) -> Path:
+    """Write checkpoint ``step`` atomically (see the module doc) and return its directory.
+
+    ``weights``: the full weights when not ``model.state_dict()`` (a sharded model's);
+    ``shards``: the directory of shards the processes wrote (:func:`shards_staging`)."""
     from ..checkpoint import save_model
 
     root = Path(run_dir) / "checkpoints"
@@ -103,7 +120,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tok
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_model(tmp, model, tokenizer)
+        if shards is not None:
+            os.replace(shards, tmp / SHARDS_DIR)
+        save_model(tmp, model, tokenizer, weights=weights)
         tokenizer.save(tmp / "tokenizer.json")
         torch.save(state, tmp / STATE_FILE)
         for name_ in RUN_FILES:
@@ -111,6 +130,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, tok
         _fsync_dir(tmp)
     except WRITE_ERRORS as err:  # a full disk, mostly: never leave the half-written copy to fill it
         shutil.rmtree(tmp, ignore_errors=True)
+        if shards is not None:
+            shutil.rmtree(shards, ignore_errors=True)
         raise _write_failed(final, err) from None
     shutil.rmtree(final, ignore_errors=True)  # a stale copy of this step from an earlier attempt
     os.replace(tmp, final)
@@ -150,7 +171,7 @@ def _prune(root: Path, keep: int) -> None:
     done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
     for old in done[:-max(1, keep)]:
         shutil.rmtree(old)
-    for stale in root.glob(".tmp-step_*"):
+    for stale in [*root.glob(".tmp-step_*"), *root.glob(".shards-step_*")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from ..errors import LanternError
 from ..log import logger
 from ..run import Run
 from ..tokenizer import EOT
+from .distributed import PARALLEL
 from .loop import AUTOCAST_DTYPES, fill_sources
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
@@ -73,6 +74,8 @@ class FinetuneConfig:
     device: Optional[str] = option(None, "cpu, cuda, cuda:N or auto (None = inherit)")
     dtype: Optional[str] = option(None, f"autocast dtype, one of {AUTOCAST_DTYPES} (None = inherit)")
     compile: bool = option(False, "torch.compile the model (rows vary in length: expect recompiles)")
+    parallel: str = option("ddp", f"under torchrun, one of {PARALLEL}: every process holds the whole model (DDP), "
+                                  "or a shard of every weight and optimizer state (FSDP2)")
 
 
 def check_config(config: FinetuneConfig, name: str) -> None:

@@ -6,7 +6,7 @@ RL) runs on it, and supplies only what makes it that stage::
     config: a dataclass with the LOOP_FIELDS     ──►   check it; with resume: same setup as the record?
                                                        join the processes torchrun started → info
     build(info) -> Stage:                        ◄──   (seeded with config.seed)
-      model      on info.device                  ──►   optimizers, DDP wrapper, torch.compile
+      model      on info.device                  ──►   DDP or FSDP2 (--parallel), optimizers, torch.compile
       tokenizer                                  ──►   the run record, every checkpoint
       batches    this process's micro-batches    ──►   each step: grad_accum micro-batches
       count(b)   what b's loss sums over         ──►     the global count (all micro-batches, all processes)
@@ -53,7 +53,11 @@ non-finite training loss, gradient norm or validation loss stops the run with an
 before it is logged or checkpointed (:func:`check_finite`): the last checkpoint is finite.
 
 Under ``torchrun`` every process runs this same function (:mod:`.distributed`): the
-batches give each its rows of every global batch, process 0 writes the files.
+batches give each its rows of every global batch, process 0 writes the files. With
+``parallel="fsdp"`` the model is sharded in place before the optimizers are built; each
+process writes its shards of every checkpoint and process 0 the full weights, and the
+evaluation runs on the gathered weights (:func:`~.distributed.gathered`). Resume reads
+either kind of checkpoint on any number of processes with the same global batch.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ from ..errors import LanternError
 from ..log import logger, progress, set_verbosity
 from ..run import RECORD_FILE, Run, read_record, write_record
 from . import distributed as D
-from .checkpoint import STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (SHARDS_DIR, STATE_FILE, latest_checkpoint, load_training_state, rng_state, save_checkpoint,
+                         set_rng_state, shards_staging)
 from .interrupt import stop_on_signals, stop_requested
 from .metrics import MetricsLog, Plateau, bits_per_byte, model_flops_utilization, peak_flops, read_metrics
 from .optim import OPTIMIZERS, build_optimizers
@@ -84,11 +89,13 @@ from .schedule import SCHEDULES, lr_at
 LOOP_FIELDS = ("batch_size", "grad_accum", "max_steps", "max_minutes", "optimizer", "lr", "muon_lr",
                "min_lr_ratio", "schedule", "warmup_steps", "decay_fraction", "weight_decay", "beta1",
                "beta2", "grad_clip", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
-               "early_stop_patience", "early_stop_min_delta", "seed", "device", "dtype", "compile")
+               "early_stop_patience", "early_stop_min_delta", "seed", "device", "dtype", "compile", "parallel")
 
-#: Loop fields that may change when a run is resumed (a stage adds its own).
+#: Loop fields that may change when a run is resumed (a stage adds its own). ``batch_size``
+#: is per process: it changes with the number of processes, and the batches check that
+#: the global batch does not.
 RESUMABLE = ("max_steps", "max_minutes", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
-             "early_stop_patience", "early_stop_min_delta", "device", "compile")
+             "early_stop_patience", "early_stop_min_delta", "device", "compile", "parallel", "batch_size")
 
 #: The values of the ``dtype`` field: the forward passes' autocast.
 AUTOCAST_DTYPES = ("auto", "bfloat16", "float32")
@@ -159,6 +166,8 @@ def check_config(config: Any, name: str) -> None:
         raise bad("schedule", f"choose one of {SCHEDULES}")
     if config.dtype not in AUTOCAST_DTYPES:
         raise bad("dtype", f"choose one of {AUTOCAST_DTYPES}")
+    if config.parallel not in D.PARALLEL:
+        raise bad("parallel", f"choose one of {D.PARALLEL}")
     if config.max_minutes is not None and config.max_minutes <= 0:
         raise bad("max_minutes", "must be > 0 or None")
     if not 0 <= config.min_lr_ratio <= 1:
@@ -362,15 +371,22 @@ def _check_resume(run_dir: Path, name: str, config: Any, resumable: tuple[str, .
 def _save(run_dir: Path, progress_state: dict[str, Any], stage: Stage, optimizers, plateau: Plateau,
           keep: int, info: D.DistInfo) -> None:
     rngs = D.all_gather_objects(rng_state(), info)
+    shards = None
+    if D.is_sharded(stage.model):  # each process writes its shards; the full weights are gathered
+        shards = D.save_sharded(shards_staging(run_dir, progress_state["step"]), stage.model,
+                                optimizers.optimizers, info)
+    weights = D.full_state_dict(stage.model)
     if info.is_main:
-        state = {**progress_state, "optimizers": optimizers.state_dict(), "batches": stage.batches.state_dict(),
-                 "plateau": plateau.state_dict(), "rng": rngs, "tokenizer": stage.tokenizer.fingerprint()}
-        save_checkpoint(run_dir, progress_state["step"], stage.model, stage.tokenizer, state, keep=keep)
+        state = {**progress_state, "optimizers": "sharded" if shards else optimizers.state_dict(),
+                 "batches": stage.batches.state_dict(), "plateau": plateau.state_dict(), "rng": rngs,
+                 "tokenizer": stage.tokenizer.fingerprint()}
+        save_checkpoint(run_dir, progress_state["step"], stage.model, stage.tokenizer, state, keep=keep,
+                        weights=weights, shards=shards)
     D.barrier(info)
 
 
 def _restore(ckpt: Path, stage: Stage, optimizers, plateau: Plateau, info: D.DistInfo) -> dict[str, Any]:
-    from ..checkpoint import load_model
+    from ..checkpoint import load_config, load_model
 
     state = load_training_state(ckpt)
     missing = [key for key in STATE_KEYS if key not in state]
@@ -381,12 +397,15 @@ def _restore(ckpt: Path, stage: Stage, optimizers, plateau: Plateau, info: D.Dis
     if state["tokenizer"] != fingerprint:
         raise LanternError(f"{ckpt}: the checkpoint was trained with another tokenizer than this run's "
                            f"(fingerprint {state['tokenizer'][:12]} vs {fingerprint[:12]})")
-    saved = load_model(ckpt, device=info.device)
-    if saved.config != stage.model.config:
-        raise LanternError(f"{ckpt / 'model.json'}: the saved model ({saved.config}) differs from "
+    saved = load_config(ckpt)
+    if saved != stage.model.config:
+        raise LanternError(f"{ckpt / 'model.json'}: the saved model ({saved}) differs from "
                            f"the configured one ({stage.model.config})")
-    stage.model.load_state_dict(saved.state_dict())
-    optimizers.load_state_dict(state["optimizers"])
+    if (ckpt / SHARDS_DIR).is_dir():  # written by a sharded model: on any number of processes
+        D.load_sharded(ckpt / SHARDS_DIR, stage.model, optimizers.optimizers)
+    else:
+        D.load_full(stage.model, optimizers.optimizers, load_model(ckpt, device=info.device).state_dict(),
+                    state["optimizers"])
     stage.batches.load_state_dict(state["batches"])
     plateau.load_state_dict(state["plateau"])
     rngs = state["rng"]
@@ -459,6 +478,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
     torch.manual_seed(config.seed)
     stage = build(info)
     model = stage.model
+    train_model = D.wrap_model(model, info, config.parallel, config.dtype)  # fsdp: shards model in place
     optimizers = build_optimizers(model, name=config.optimizer, lr=config.lr, muon_lr=config.muon_lr,
                                   weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
                                   fused=info.device.type == "cuda")
@@ -480,13 +500,13 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         elif (run_dir / "metrics.jsonl").exists():
             (run_dir / "metrics.jsonl").unlink()
 
-    train_model = D.wrap_model(model, info)
     if config.compile:
         train_model = torch.compile(train_model)
     amp = autocast(config.dtype, info.device)
     peak, flops = peak_flops(info.device), flops_per_token(model.config)
     logger.info(f"{name}: {model.num_params():,} parameters; {config.batch_size} rows x {config.grad_accum} "
-                f"micro-batches x {info.world_size} process(es) per step on {info.device}")
+                f"micro-batches x {info.world_size} process(es) per step on {info.device}"
+                + (f" ({config.parallel})" if info.enabled else ""))
 
     step = done["step"]
     budget_s = config.max_minutes * 60 if config.max_minutes is not None else None
@@ -511,8 +531,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
         for batch in micro:
             for key, value in stage.tally(batch).items():
                 counters[key] = counters.get(key, 0) + value
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf)
+        grad_norm = D.clip_grad_norm(model, config.grad_clip if config.grad_clip > 0 else math.inf)
         optimizers.step()
         optimizers.zero_grad()
         step += 1
@@ -543,7 +562,7 @@ def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistIn
                 record.update(stage.metrics())
             if evaluated:
                 model.eval()
-                with torch.no_grad(), amp:
+                with torch.no_grad(), amp, D.gathered(model):  # each process scores its share alone
                     scores = stage.evaluate(model)
                 model.train()
                 record.update(scores)

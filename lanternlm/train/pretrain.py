@@ -30,7 +30,7 @@ from typing import Any, Optional
 from ..config import option
 from ..errors import LanternError
 from ..log import logger
-from .distributed import DistInfo
+from .distributed import PARALLEL, DistInfo
 from .loop import AUTOCAST_DTYPES, RESUMABLE, Stage, evaluate, resolve, token_loss, train
 from .metrics import byte_lengths
 from .optim import OPTIMIZERS
@@ -81,6 +81,8 @@ class PretrainConfig:
     device: str = option("auto", "cpu, cuda, cuda:N or auto (cuda when available)")
     dtype: str = option("auto", f"autocast dtype, one of {AUTOCAST_DTYPES}: auto = bfloat16 on CUDA, none on CPU")
     compile: bool = option(False, "torch.compile the model")
+    parallel: str = option("ddp", f"under torchrun, one of {PARALLEL}: every process holds the whole model (DDP), "
+                                  "or a shard of every weight and optimizer state (FSDP2)")
 
 
 #: Named starting points; any field can still be overridden.

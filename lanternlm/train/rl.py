@@ -425,7 +425,8 @@ class Rollouts:
 
     def __next__(self) -> RLBatch:
         if not self.queue:
-            self._rollout()
+            with D.gathered(self.policy.model):  # a sharded model whole: each process samples and scores alone
+                self._rollout()
         return self.queue.pop(0)
 
     @property
@@ -445,6 +446,11 @@ class Rollouts:
                                    f"must match the interrupted run)")
         self.rollouts, self.stats, self.streak = int(state["rollouts"]), dict(state["stats"]), int(state["streak"])
         self.best_accuracy = state["best_accuracy"]
+        if state["queue"] and len(state["queue"]) != self.info.world_size:
+            raise LanternError(f"cannot resume the rollouts on {self.info.world_size} process(es): the checkpoint "
+                               f"was written by {len(state['queue'])} in the middle of reusing a rollout "
+                               f"(updates_per_batch); resume on as many, or from a checkpoint at a multiple "
+                               f"of updates_per_batch steps")
         self._shares = state["queue"]  # every process's batches of the rollout being reused, or none
         mine = [RLBatch(**b) for b in self._shares[self.info.rank]] * self.config.updates_per_batch if self._shares else []
         self.queue = [b.to(self.info.device) for b in mine[len(mine) - int(state["left"]):]]
@@ -455,6 +461,7 @@ class Rollouts:
         from ..tasks.rollout import sample_groups
 
         config, policy, info = self.config, self.policy, self.info
+        policy.engine.weights_changed()  # the optimizer step changed them (a sharded model: unseen)
         B, W = config.batch_size, info.world_size
         first = self.rollouts * self.per_rollout
         micro_questions = [[self.question(first + (m * W + info.rank) * B + i) for i in range(B)]
@@ -567,6 +574,7 @@ def held_out_scores(policy: Policy, questions: Sequence, config: RLConfig, info:
 
     names = list(dict.fromkeys(q.task.name for q in questions))
     k = config.eval_samples
+    policy.engine.weights_changed()
     sums = torch.zeros(len(names), 7, dtype=torch.float64)  # questions, pass@1, pass@k, reward, length, cut, answers
     groups = sample_groups(policy.engine, policy.tokenizer, questions[info.rank::info.world_size], k,
                            temperature=config.temperature, max_tokens=config.max_tokens,
