@@ -8,7 +8,8 @@ Concurrent requests therefore decode together, one step for all of them.
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions`` (chat runs),
 ``POST /v1/completions`` (every run: plain text), ``POST /tokenize``, ``POST /detokenize``,
 and the glass box (:mod:`lanternlm.serve.glass`): ``POST /v1/inspect/next_token``,
-``/v1/inspect/attention``, ``/v1/inspect/embeddings``, ``GET /v1/inspect/model/{name}``.
+``/v1/inspect/attention``, ``/v1/inspect/embeddings``, ``GET /v1/inspect/model/{name}``;
+``GET /v1/sampling/presets``.
 A chat completion on a base run is a 400 that points to ``/v1/completions``: a base model
 never learned the chat markers, so a chat reply from it would be noise.
 
@@ -123,6 +124,15 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
     @app.get("/v1/models/{name}", response_model=schema.ModelCard)
     async def get_model(name: str) -> schema.ModelCard:
         return model(name).card()
+
+    @app.get("/v1/sampling/presets", response_model=schema.PresetList)
+    async def sampling_presets() -> schema.PresetList:
+        """Extension: the named sampling settings ``lantern generate --preset`` knows."""
+        from ..sampling import PRESETS
+
+        return schema.PresetList(data=[schema.SamplingPreset(name=name, temperature=p.temperature, top_k=p.top_k,
+                                                             top_p=p.top_p, min_p=p.min_p)
+                                       for name, p in PRESETS.items()])
 
     stream_doc = {200: {"content": {"application/json": {}, "text/event-stream": {}},
                         "description": "the completion, or with stream: server-sent events of chunks"}}

@@ -257,6 +257,21 @@ class ModelList(_Response):
     data: list[ModelCard]
 
 
+class SamplingPreset(_Response):
+    """A named sampling setting of the common cheat sheet (``lanternlm.sampling.PRESETS``)."""
+
+    name: str
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+
+
+class PresetList(_Response):
+    object: Literal["list"] = "list"
+    data: list[SamplingPreset]
+
+
 class Health(_Response):
     status: Literal["ok"] = "ok"
     models: dict[str, dict[str, int]]
