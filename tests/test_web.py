@@ -68,7 +68,7 @@ class Page:
 
     def open(self) -> None:
         self.page.goto(self.url + "/")
-        self.page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+        self.page.wait_for_function("() => document.querySelectorAll('#model option').length > 0")
 
     def set(self, selector: str, value) -> None:
         """Set an input as a person would (the input and change events fire)."""

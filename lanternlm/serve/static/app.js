@@ -423,7 +423,7 @@ async function openPopover(span) {
   }
   const table = el("table", { class: "dist" },
     el("tr", {}, el("th", {}, "token"), el("th", {}, "id"), el("th", { class: "num" }, "raw"), el("th", { class: "bar-cell" }, ""),
-      el("th", { class: "num" }, "sampled from")));
+      el("th", { class: "num" }, "sampled")));
   const top = Math.max(...rows.map((r) => Math.max(r.raw, r.filtered || 0)), 1e-9); // bars scaled to it
   for (const r of rows) {
     const chosen = r.id === t.id;

@@ -250,7 +250,7 @@ export class Panels {
         el("span", {}, "entropy ", el("b", {}, view.raw.entropy.toFixed(2)), " → ", el("b", {}, mine.entropy.toFixed(2)), " nats"),
         s.temperature === 0 ? el("span", {}, "temperature 0: always the top token") : null),
     ];
-    panel.replaceChildren(...body);
+    panel.replaceChildren(...body.filter(Boolean));
     panel.dataset.temperature = s.temperature; // what the bars show (the sliders may be ahead while it loads)
   }
 
@@ -352,7 +352,8 @@ function heatmap(canvas, matrix, row) {
         ctx.fillStyle = accent;
         ctx.globalAlpha = Math.sqrt(matrix[i][j]); // sqrt: small weights stay visible
       }
-      ctx.fillRect(Math.floor(j * cell), Math.floor(i * cell), Math.ceil(cell), Math.ceil(cell));
+      const x = Math.round(j * cell), y = Math.round(i * cell); // whole pixels: no seams between cells
+      ctx.fillRect(x, y, Math.round((j + 1) * cell) - x, Math.round((i + 1) * cell) - y);
     }
   }
   ctx.globalAlpha = 1;

@@ -11,7 +11,8 @@ export function tokenTexts(byteLists) {
 // One token alone, as a short label: visible spaces and newlines.
 export function label(text) {
   if (text === "") return "·";
-  return text.replace(/\n/g, "⏎").replace(/\t/g, "⇥").replace(/^ /, "␣");
+  return text.replace(/\n/g, "⏎").replace(/\t/g, "⇥").replace(/^ /, "␣")
+    .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 export function labelOfBytes(bytes) {
