@@ -359,7 +359,7 @@ def _chat_chunks(job: Job, batches: AsyncIterator[list], choices: list[Choice], 
                     delta["content"] = piece.content
                 if piece.reasoning:
                     delta["reasoning_content"] = delta["reasoning"] = piece.reasoning
-                entries = [token_logprob(served.tokenizer, e, top).model_dump() for e in scored] if logprobs else []
+                entries = [token_logprob(served.tokenizer, e, top) for e in scored] if logprobs else []
                 done = finish_reason(piece.finish_reason)
                 if delta or entries or done or token_ids:
                     out.append(chunk({"index": i, "delta": delta, "finish_reason": done,

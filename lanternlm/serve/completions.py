@@ -154,21 +154,19 @@ class Choice:
         return piece, scored
 
 
-def token_logprob(tokenizer: Tokenizer, event: TokenEvent, top: int) -> schema.TokenLogprob:
-    """A chat token's log-probabilities: raw (``logprob``, ``top_logprobs``) and, as the
-    extension fields, under the distribution it was drawn from."""
+def token_logprob(tokenizer: Tokenizer, event: TokenEvent, top: int) -> dict[str, Any]:
+    """A chat token's log-probabilities (the fields of :class:`schema.TokenLogprob`): raw
+    (``logprob``, ``top_logprobs``) and, as the extension fields, under the distribution it
+    was drawn from. A plain dict: a stream sends one per token, so it skips validation."""
 
-    def entry(token: int, logprob: float) -> schema.TopLogprob:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
         data = tokenizer.token_bytes(token)
-        return schema.TopLogprob(token=data.decode("utf-8", errors="replace"), logprob=logprob, bytes=list(data),
-                                 id=token)
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data), "id": token}
 
     head = entry(event.token, max(event.logprob, LOG_ZERO))
-    return schema.TokenLogprob(
-        token=head.token, logprob=head.logprob, bytes=head.bytes, id=head.id,
-        top_logprobs=[entry(t, logprob_of(p)) for t, p in (event.raw_top or [])[:top]],
-        filtered_logprob=max(event.sampled_logprob, LOG_ZERO),
-        filtered_top_logprobs=[entry(t, logprob_of(p)) for t, p in (event.filtered_top or [])[:top]])
+    return {**head, "top_logprobs": [entry(t, logprob_of(p)) for t, p in (event.raw_top or [])[:top]],
+            "filtered_logprob": max(event.sampled_logprob, LOG_ZERO),
+            "filtered_top_logprobs": [entry(t, logprob_of(p)) for t, p in (event.filtered_top or [])[:top]]}
 
 
 # --------------------------------------------------------------------------- requests
