@@ -219,6 +219,29 @@ def test_attention_panel_hover_reads_a_row(browser, server, tmp_path):
     page.close()
 
 
+def test_keyboard_new_line_stop_and_new_chat(browser, server, runs):
+    page = Page(browser, server.url)
+    p = page.page
+    p.select_option("#model", "chat")
+    p.select_option("#level", "none")
+    page.set("#max_tokens", 400)
+    p.click("#input")
+    p.keyboard.type("one")
+    p.keyboard.press("Shift+Enter")  # a new line, not a message
+    p.keyboard.type("two")
+    assert p.input_value("#input") == "one\ntwo" and p.locator(".msg").count() == 0
+    p.evaluate("""() => new MutationObserver((_, o) => { if (document.querySelector('.msg.assistant .tok')) {
+        o.disconnect(); document.querySelector('#stop').click(); } }).observe(document.querySelector('#messages'),
+        {childList: true, subtree: true})""")  # Stop as soon as the answer starts
+    p.keyboard.press("Enter")
+    p.wait_for_function(DONE)
+    assert p.inner_text(".msg.user") == "one\ntwo"
+    assert 0 < len(page.tokens()) < 300 and "stopped" in p.inner_text(".msg.assistant .meta")
+    p.click("#new-chat")
+    assert p.locator(".msg").count() == 0 and p.locator(".empty").count() == 1
+    page.close()
+
+
 def test_base_runs_get_a_completion_playground(browser, server):
     page = Page(browser, server.url)
     p = page.page

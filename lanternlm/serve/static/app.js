@@ -178,6 +178,7 @@ async function send(text) {
   const reply = newReply($("level").value);
   state.conv.push(reply);
   renderMessages();
+  save();
   await generate(state.conv.length - 1, null);
 }
 

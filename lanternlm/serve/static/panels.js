@@ -173,9 +173,11 @@ export class Panels {
       readout.replaceChildren(
         el("div", {}, el("b", { class: "mono" }, labels[i]), ` (position ${i}) `, el("span", { class: "arrow" }, "→"), " attends most to:"),
         ...order.map(([w, j]) => el("div", { class: "mono" }, `${percent(w)}  ${labels[j]}  (position ${j})`)));
-      chips.forEach((c, j) => {
+      const most = Math.max(...row.slice(0, i + 1), 1e-9);
+      chips.forEach((c, j) => { // shaded by weight, relative to the row's largest
         c.classList.toggle("q", j === i);
-        c.style.background = j <= i ? `color-mix(in srgb, var(--accent) ${Math.round(100 * Math.min(1, row[j] * 1.5))}%, transparent)` : "";
+        c.style.background = j <= i ? `color-mix(in srgb, var(--accent) ${Math.round((85 * row[j]) / most)}%, transparent)` : "";
+        c.title = j <= i ? `${percent(row[j])} of ${labels[i]}'s attention` : "later: not visible to it";
       });
       readout.dataset.row = i;
     };
