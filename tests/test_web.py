@@ -270,7 +270,10 @@ def test_readable_at_desktop_and_phone_width(browser, server, tmp_path, viewport
     assert (dark == "rgb(20, 20, 22)") == (scheme == "dark")
     page.shot(tmp_path / f"page_{viewport['width']}_{scheme}.png")
     p.keyboard.press("Escape")
-    p.click(".tabs [data-tab='next']")
-    p.wait_for_selector("#panel-next tr[data-id]")
-    p.screenshot(path=str(tmp_path / f"full_{viewport['width']}_{scheme}.png"), full_page=True)
+    for tab, ready in (("tokens", ".pieces"), ("attention", "canvas"), ("next", "tr[data-id]"), ("embeddings", ".emb-list"),
+                       ("model", "table.mem")):
+        p.click(f".tabs [data-tab='{tab}']")
+        p.wait_for_selector(f"#panel-{tab} {ready}")
+        assert p.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), tab
+        p.screenshot(path=str(tmp_path / f"{tab}_{viewport['width']}_{scheme}.png"), full_page=True)
     page.close()

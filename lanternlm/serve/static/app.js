@@ -4,7 +4,7 @@
 
 import { ApiError, get, post, setKey, stream } from "./api.js";
 import { Panels } from "./panels.js";
-import { el, isSpecial, label, labelOfBytes, percent, prob, tokenTexts } from "./text.js";
+import { el, fill, isSpecial, label, labelOfBytes, percent, prob, tokenTexts } from "./text.js";
 
 const STORE = "lanternlm.page.v1";
 const TOP = 10; // alternatives per token the page asks for (the API allows 20)
@@ -276,7 +276,7 @@ function live(node, m, index, before, decoder) {
     const text = decoder.decode(new Uint8Array(m.tokens[k].b || []), { stream: true });
     answer.append(tokenSpan(m.tokens[k], text, index, k));
   }
-  node.querySelector(".meta").replaceChildren(...replyMeta(m));
+  fill(node.querySelector(".meta"), replyMeta(m));
   const box = $("messages");
   if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
 }
@@ -440,7 +440,7 @@ async function openPopover(span) {
       : r.filtered === 0 ? el("span", { class: "removed" }, "removed") : percent(r.filtered)));
     table.append(tr);
   }
-  pop.replaceChildren(
+  fill(pop,
     el("div", { class: "head" }, el("span", {}, `token ${k + 1}: chose `, el("b", { class: "mono" }, label(span.textContent || "")),
       ` (id ${t.id})`), el("button", { class: "close", type: "button", title: "close (Esc)", onclick: closePopover }, "×")),
     table,

@@ -4,7 +4,7 @@
 // what it shows. Only the visible panel loads; none loads while a reply streams.
 
 import { get, post } from "./api.js";
-import { bytesOf, count, el, isSpecial, label, percent } from "./text.js";
+import { bytesOf, count, el, fill, isSpecial, label, percent } from "./text.js";
 
 const SAMPLE = "The cat sat on the mat because it was tired.";
 const SAMPLE_NEXT = "The cat sat on the";
@@ -79,7 +79,7 @@ export class Panels {
     try {
       await run();
     } catch (err) {
-      this.panel(this.tab).replaceChildren(el("p", { class: "note" }, `The server refused: ${err.message}`));
+      fill(this.panel(this.tab), el("p", { class: "note" }, `The server refused: ${err.message}`));
     }
   }
 
@@ -113,7 +113,7 @@ export class Panels {
     const input = el("input", { type: "text", value: this.tryText !== null ? this.tryText : "", placeholder: "try any text, e.g. I love pizza!" });
     const go = () => { this.tryText = input.value || null; this.drawn.tokens = null; this.loadTokens(); };
     input.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
-    this.panel("tokens").replaceChildren(
+    fill(this.panel("tokens"),
       el("div", { class: "try" }, input, el("button", { type: "button", onclick: go }, "Tokenize"),
         this.tryText !== null ? el("button", { type: "button", onclick: () => { this.tryText = null; this.drawn.tokens = null; this.loadTokens(); } }, "Back") : null),
       el("p", { class: "note" }, `Pieces of ${what}, each with its id. Click one to see its neighbours in the embedding table.`),
@@ -155,7 +155,7 @@ export class Panels {
     const labels = view.labels.map((l) => label(unquote(l)));
     const chips = labels.map((l, i) => el("span", { class: "chip", dataset: { i } }, l));
     const strip = el("div", { class: "strip" }, chips);
-    this.panel("attention").replaceChildren(
+    fill(this.panel("attention"),
       el("div", { class: "att-controls" },
         el("label", { class: "field" }, "layer ", select(info.layers, this.layer, "layer", (v) => { this.layer = v; })),
         el("label", { class: "field" }, "head ", select(info.heads, this.head, "head", (v) => { this.head = v; })),
@@ -170,7 +170,7 @@ export class Panels {
       draw(i);
       const row = view.matrix[i];
       const order = row.map((w, j) => [w, j]).filter(([, j]) => j <= i).sort((a, b) => b[0] - a[0]).slice(0, 5);
-      readout.replaceChildren(
+      fill(readout,
         el("div", {}, el("b", { class: "mono" }, labels[i]), ` (position ${i}) `, el("span", { class: "arrow" }, "→"), " attends most to:"),
         ...order.map(([w, j]) => el("div", { class: "mono" }, `${percent(w)}  ${labels[j]}  (position ${j})`)));
       const most = Math.max(...row.slice(0, i + 1), 1e-9);
@@ -181,14 +181,18 @@ export class Panels {
       });
       readout.dataset.row = i;
     };
-    canvas.addEventListener("mousemove", (e) => {
+    const atRow = (e) => {
       const r = canvas.getBoundingClientRect();
       hover(Math.floor(((e.clientY - r.top) / r.height) * T));
-    });
-    strip.addEventListener("mouseover", (e) => {
+    };
+    canvas.addEventListener("mousemove", atRow);
+    canvas.addEventListener("pointerdown", atRow); // a tap on a phone
+    const atChip = (e) => {
       const chip = e.target.closest(".chip");
       if (chip) hover(Number(chip.dataset.i));
-    });
+    };
+    strip.addEventListener("mouseover", atChip);
+    strip.addEventListener("pointerdown", atChip);
   }
 
   // ------------------------------------------------------------------ next token
@@ -252,7 +256,7 @@ export class Panels {
         el("span", {}, "entropy ", el("b", {}, view.raw.entropy.toFixed(2)), " → ", el("b", {}, mine.entropy.toFixed(2)), " nats"),
         s.temperature === 0 ? el("span", {}, "temperature 0: always the top token") : null),
     ];
-    panel.replaceChildren(...body.filter(Boolean));
+    fill(panel, body);
     panel.dataset.temperature = s.temperature; // what the bars show (the sliders may be ahead while it loads)
   }
 
@@ -284,7 +288,7 @@ export class Panels {
     };
     input.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
     const missing = Object.entries(view.missing);
-    this.panel("embeddings").replaceChildren(
+    fill(this.panel("embeddings"),
       el("div", { class: "try" }, input, el("button", { type: "button", onclick: go }, "Neighbours")),
       el("p", { class: "note" }, "Each token's nearest neighbours in the embedding table (cosine similarity), and the tokens "
         + "on the embeddings' first two principal axes. Click a piece in the Tokens panel to look at it here."),
@@ -306,7 +310,7 @@ export class Panels {
     const machine = Object.entries(info.machine);
     const names = { fp32: "fp32", bf16: "bf16", int8: "int8" };
     const total = (m) => m.weights + m.kv_cache + m.activations + m.runtime;
-    this.panel("model").replaceChildren(
+    fill(this.panel("model"),
       el("table", { class: "kv" },
         row("name", `${info.name} (stage ${info.stage || "?"}${model.chat ? ", chat" : ", base"})`),
         row("parameters", `${count(info.parameters)} (${info.parameters.toLocaleString("en")})`),
@@ -314,13 +318,13 @@ export class Panels {
         row("width", info.width), row("context", `${info.context} tokens`), row("vocabulary", `${info.vocab} tokens`),
         row("served on", `${info.device}, ${info.dtype}`)),
       el("h3", {}, "Memory estimate (batch 1, full context)"),
-      el("table", { class: "mem" },
+      el("div", { class: "scroll" }, el("table", { class: "mem" },
         el("tr", {}, el("th", {}, "weights as"), el("th", {}, "weights"), el("th", {}, "KV cache"), el("th", {}, "activations"),
           el("th", {}, "runtime"), el("th", {}, "total"), ...machine.map(([d]) => el("th", {}, `fits ${d.split(" ")[0]}?`))),
         Object.entries(info.memory).map(([dtype, m]) => el("tr", {}, el("td", {}, names[dtype] || dtype),
           el("td", {}, bytesOf(m.weights)), el("td", {}, bytesOf(m.kv_cache)), el("td", {}, bytesOf(m.activations)),
           el("td", {}, bytesOf(m.runtime)), el("td", {}, bytesOf(total(m))),
-          ...machine.map(([, size]) => el("td", { class: total(m) <= size ? "fits" : "nofit" }, total(m) <= size ? "yes" : "no"))))),
+          ...machine.map(([, size]) => el("td", { class: total(m) <= size ? "fits" : "nofit" }, total(m) <= size ? "yes" : "no")))))),
       el("p", { class: "note" }, "This machine: ", machine.map(([d, size]) => `${d} ${bytesOf(size)}`).join(", "),
         " (total, before other programs' use)."));
   }

@@ -61,3 +61,9 @@ export function el(tag, attrs = {}, ...children) {
   }
   return node;
 }
+
+// Replace node's children; null, undefined and false children are left out (as in el()).
+export function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
