@@ -498,7 +498,8 @@ function focus(index, k, user) {
 function panelContext() {
   const f = state.focus;
   const m = f && reply(f.m);
-  if (!m || m.running || !m.replyIds.length || !(state.model.chat ? m.promptIds : state.doc.promptIds).length) {
+  if (state.running) return { ids: null, running: true };
+  if (!m || !m.replyIds.length || !(state.model.chat ? m.promptIds : state.doc.promptIds).length) {
     return { ids: null };
   }
   const prompt = state.model.chat ? m.promptIds : state.doc.promptIds;

@@ -57,7 +57,7 @@ export class Panels {
   }
 
   samplingChanged() {
-    if (this.tab === "next") this.loadNext(true);
+    if (this.tab === "next" && !this.host.context().running) this.loadNext(true);
   }
 
   showEmbeddings(tokens) {
@@ -72,6 +72,11 @@ export class Panels {
   async load() {
     const model = this.host.model();
     if (!model) return;
+    if (this.host.context().running) { // no panel loads while a reply streams (it would slow the stream)
+      fill(this.panel(this.tab), el("p", { class: "note" }, "This panel loads when the reply has ended."));
+      this.drawn[this.tab] = null;
+      return;
+    }
     const run = {
       tokens: () => this.loadTokens(), attention: () => this.loadAttention(), next: () => this.loadNext(false),
       embeddings: () => this.loadEmbeddings(), model: () => this.loadModel(),
