@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
+import re
 import threading
 import time
 
@@ -15,55 +15,21 @@ import openai
 import pytest
 
 from lanternlm.chat import ChatTokens, render_for_generation
-from lanternlm.checkpoint import save_model
 from lanternlm.engine import Request
 from lanternlm.errors import LanternError
 from lanternlm.memory import num_params
 from lanternlm.run import Run
 from lanternlm.serve.app import ServeConfig, create_app, load_models
 from lanternlm.serve.worker import Busy, Worker
-from lanternlm.train.sft import sft
 
-from sft_helpers import make_base, scripted_model, small_sft, train_tokenizer
+from serve_helpers import ANSWER, HI, THOUGHT, Server, make_runs
 
 uvicorn = pytest.importorskip("uvicorn")
-
-HI = [{"role": "user", "content": "hi"}]
-THOUGHT, ANSWER = "I think é", "Answer: ok"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A base run, a chat run (2 SFT steps) and a scripted chat run whose reply at level
-    high is exactly <|think|>THOUGHT<|/think|>ANSWER<|end|>."""
-    root = tmp_path_factory.mktemp("serve")
-    tokenizer = train_tokenizer()
-    base = make_base(tokenizer, root)
-    chat = root / "chat"
-    sft(small_sft(base, tasks=["letters"], max_steps=2), chat)
-    scripted = root / "thinker"
-    shutil.copytree(chat, scripted, ignore=shutil.ignore_patterns("checkpoints"))
-    t = ChatTokens.of(tokenizer)
-    prompt = render_for_generation(HI, tokenizer, "high")
-    script = [0] * (len(prompt) - 1) + [t.think, *tokenizer.encode(THOUGHT), t.end_think, *tokenizer.encode(ANSWER), t.end]
-    save_model(scripted, scripted_model(script, tokenizer.vocab_size, block_size=128))
-    return {"base": base, "chat": chat, "thinker": scripted, "tokenizer": tokenizer}
-
-
-class Server:
-    """uvicorn serving the app on a free port of 127.0.0.1, in a thread."""
-
-    def __init__(self, app) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        self.url = "http://127.0.0.1:%d" % self.server.servers[0].sockets[0].getsockname()[1]
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join()
+    return make_runs(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +205,64 @@ def test_tokenize_and_detokenize(served, runs):
     assert out["tokens"] == [tokenizer.eot_id, *tokenizer.encode("hé")] and out["count"] == len(out["tokens"])
     assert b"".join(bytes(p["bytes"]) for p in out["pieces"][1:]).decode() == "hé"
     back = httpx.post(served.url + "/detokenize", json={"model": "chat", "tokens": out["tokens"][1:]}).json()
-    assert back == {"prompt": "hé"}
+    assert back["prompt"] == "hé" and back["pieces"] == out["pieces"][1:]
+
+
+def test_token_ids_come_back_and_a_reply_prefix_branches(client, served, runs):
+    tokenizer = runs["tokenizer"]
+    t = ChatTokens.of(tokenizer)
+    thought, answer = tokenizer.encode(THOUGHT), tokenizer.encode(ANSWER)
+    ask = dict(model="thinker", messages=HI, reasoning_effort="high", temperature=0, logprobs=True, top_logprobs=3)
+    out = client.chat.completions.create(**ask, extra_body={"return_token_ids": True})
+    prompt = httpx.post(served.url + "/tokenize", json={"model": "thinker", "messages": HI,
+                                                        "reasoning_effort": "high"}).json()["tokens"]
+    choice = out.choices[0]
+    assert out.model_extra["prompt_token_ids"] == prompt
+    assert choice.model_extra["token_ids"] == [t.think, *thought, t.end_think, *answer, t.end]
+    assert [e.model_extra["id"] for e in choice.logprobs.content] == answer  # content tokens, with their ids
+    assert all(a.model_extra["id"] is not None for e in choice.logprobs.content for a in e.top_logprobs)
+    chunks = chunks_of(client, **ask, extra_body={"return_token_ids": True})
+    assert chunks[0].model_extra["prompt_token_ids"] == prompt
+    assert sum((c.choices[0].model_extra.get("token_ids") or [] for c in chunks), []) == choice.model_extra["token_ids"]
+    # branch: the first answer token replaced by another candidate; the script goes on by position
+    other = next(a.model_extra["id"] for a in choice.logprobs.content[0].top_logprobs if a.model_extra["id"] != answer[0])
+    prefix = [t.think, *thought, t.end_think, other]
+    branch = client.chat.completions.create(**ask, extra_body={"reply_prefix": prefix, "return_token_ids": True})
+    assert branch.choices[0].message.content == tokenizer.decode(answer[1:])
+    assert branch.choices[0].message.model_extra["reasoning_content"] is None
+    assert branch.model_extra["prompt_token_ids"] == prompt + prefix and branch.usage.prompt_tokens == len(prompt + prefix)
+    # a prefix that stops inside the thinking: the rest of the thinking, then the answer
+    mid = client.chat.completions.create(**ask, extra_body={"reply_prefix": [t.think, thought[0]]})
+    assert mid.choices[0].message.model_extra["reasoning_content"] == tokenizer.decode(thought[1:])
+    assert mid.choices[0].message.content == ANSWER
+    bad = httpx.post(served.url + "/v1/chat/completions", json={**ask, "reply_prefix": [10 ** 6]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "reply_prefix"
+    # completions: each choice's prompt ids and generated ids, streamed or not
+    plain = client.completions.create(model="base", prompt="the", max_tokens=5, seed=1, extra_body={"return_token_ids": True})
+    ids = plain.choices[0].model_extra
+    assert ids["prompt_token_ids"] == [tokenizer.eot_id, *tokenizer.encode("the")] and len(ids["token_ids"]) == 5
+    streamed = list(client.completions.create(model="base", prompt="the", max_tokens=5, seed=1, stream=True,
+                                              extra_body={"return_token_ids": True}))
+    assert streamed[0].choices[0].model_extra["prompt_token_ids"] == ids["prompt_token_ids"]
+    assert sum((c.choices[0].model_extra["token_ids"] for c in streamed), []) == ids["token_ids"]
+
+
+def test_the_page_and_its_files_are_served(served, runs):
+    page = httpx.get(served.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+        assert httpx.get(served.url + src).status_code == 200, src
+    assert "/" not in httpx.get(served.url + "/openapi.json").json()["paths"]
+    models = load_models([str(runs["chat"])], ServeConfig(max_batch=1))
+    server = Server(create_app(models, ServeConfig(api_key="sesame")))
+    try:  # the page holds no data: it loads without the key, then asks for it
+        assert httpx.get(server.url + "/").status_code == 200
+        assert httpx.get(server.url + "/static/app.js").status_code == 200
+        assert httpx.get(server.url + "/v1/models").status_code == 401
+    finally:
+        server.close()
+        models[0].worker.close()
 
 
 # --------------------------------------------------------------------------- bad requests
@@ -408,21 +431,36 @@ def test_glass_box_endpoints_equal_the_inspection_functions(served, runs):
                      json={"model": "chat", "text": "the cat", "k": 4, "settings": settings}).json()
     want = next_token_view(model, tokenizer, "the cat", 4, {"cool": SamplingParams(temperature=0.5),
                                                               "k2": SamplingParams(top_k=2)})
-    assert [(c["id"], c["label"]) for c in got["candidates"]] == want.candidates
+    assert [tuple(c) for c in got["candidates"]] == want.candidates
     assert got["raw"]["probs"] == pytest.approx(want.raw.probs)
     assert [s["kept"] for s in got["settings"]] == [want.settings[0].kept, 2]
     att = httpx.post(served.url + "/v1/inspect/attention",
                      json={"model": "chat", "text": "the cat sat", "layer": 0, "head": 1, "query": "at"}).json()
     view = attention_view(model, tokenizer, "the cat sat", 0, 1, "at")
     assert att["labels"] == view.labels and sum(att["matrix"], []) == pytest.approx(sum(view.matrix, [])) and att["query"] == view.query
-    assert [(t["index"], t["label"]) for t in att["top"]] == [(i, label) for i, label, _ in view.top]
-    assert [t["weight"] for t in att["top"]] == pytest.approx([w for _, _, w in view.top])
+    assert [(i, label) for i, label, _ in att["top"]] == [(i, label) for i, label, _ in view.top]
+    assert [w for _, _, w in att["top"]] == pytest.approx([w for _, _, w in view.top])
     bad = httpx.post(served.url + "/v1/inspect/attention", json={"model": "chat", "text": "x", "layer": 5})
     assert bad.status_code == 400 and "layer" in bad.json()["error"]["message"]
     emb = httpx.post(served.url + "/v1/inspect/embeddings", json={"model": "chat", "words": ["the", "cat"], "k": 3}).json()
     want = embedding_view(model, tokenizer, ["the", "cat"], 3, 3)
     assert emb["words"] == [dataclasses.asdict(w) for w in want.words] and emb["missing"] == want.missing
+    # token ids instead of text: the same views (chat markers and all)
+    ids = [tokenizer.eot_id, *tokenizer.encode("the cat")]
+    by_ids = httpx.post(served.url + "/v1/inspect/next_token",
+                        json={"model": "chat", "tokens": ids, "k": 4, "settings": settings}).json()
+    assert by_ids["ids"] == ids and by_ids["raw"]["probs"] == pytest.approx(got["raw"]["probs"])
+    att_ids = httpx.post(served.url + "/v1/inspect/attention",
+                         json={"model": "chat", "tokens": [tokenizer.eot_id, *tokenizer.encode("the cat sat")],
+                               "layer": 0, "head": 1}).json()
+    assert sum(att_ids["matrix"], []) == pytest.approx(sum(view.matrix, []))
+    for body in ({"model": "chat"}, {"model": "chat", "text": "x", "tokens": [1]}, {"model": "chat", "tokens": [10 ** 6]}):
+        assert httpx.post(served.url + "/v1/inspect/next_token", json=body).status_code == 400, body
+    token = emb["words"][0]["token"]
+    by_token = httpx.post(served.url + "/v1/inspect/embeddings", json={"model": "chat", "tokens": [token], "k": 3}).json()
+    assert by_token["words"][0]["neighbours"] == emb["words"][0]["neighbours"]
     card = httpx.get(served.url + "/v1/inspect/model/chat").json()
+    assert card["device"] == "cpu" and card["machine"]["RAM"] > 0
     assert card["parameters"] == num_params(model.config) and card["layers"] == model.config.n_layer
     assert card["context"] == model.config.block_size and card["memory"]["fp32"]["weights"] > card["memory"]["int8"]["weights"]
 

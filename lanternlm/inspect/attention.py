@@ -22,7 +22,7 @@ import torch
 
 from ..errors import LanternError
 from ..run import Run
-from .common import label, output_path, prompt_ids, pyplot, save
+from .common import label, output_path, prompt_ids, pyplot, save, view_ids
 
 
 @torch.no_grad()
@@ -108,12 +108,13 @@ def _check_layer_head(model, layer: int, head: int | None = None) -> None:
         raise LanternError(f"--head {head}: the model has heads 0..{n_head - 1}")
 
 
-def attention_view(model, tokenizer, text: str, layer: int = 0, head: int = 0,
+def attention_view(model, tokenizer, text: str | None, layer: int = 0, head: int = 0,
                    query: str | None = None, top: int = 3, with_rollout: bool = False,
-                   bos: bool = True) -> AttentionView:
-    """The matrix of ``layer``/``head`` over ``text`` (preceded by <|endoftext|> with ``bos``)."""
+                   bos: bool = True, ids: Sequence[int] | None = None) -> AttentionView:
+    """The matrix of ``layer``/``head`` over ``text`` (preceded by <|endoftext|> with ``bos``),
+    or over the token ``ids`` as they are."""
     _check_layer_head(model, layer, head)
-    ids = prompt_ids(tokenizer, text, model, bos)
+    ids = view_ids(tokenizer, text, model, bos, ids)
     labels = [label(tokenizer, i) for i in ids]
     weights = attention_weights(model, ids)
     matrix = weights[layer][head]  # (T, T)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import LanternError
 
@@ -49,6 +49,24 @@ def prompt_ids(tokenizer: "Tokenizer", text: str, model: "GPT", bos: bool = True
     if len(ids) > model.config.block_size:
         raise LanternError(f"the text is {len(ids)} tokens, longer than the model's context window "
                            f"({model.config.block_size}); shorten it")
+    return ids
+
+
+def view_ids(tokenizer: "Tokenizer", text: str | None, model: "GPT", bos: bool = True,
+             ids: "Sequence[int] | None" = None) -> list[int]:
+    """The ids a view looks at: ``ids`` as they are (checked against the vocabulary and the
+    window), else :func:`prompt_ids` of ``text``."""
+    if ids is None:
+        return prompt_ids(tokenizer, text or "", model, bos)
+    ids = [int(t) for t in ids]
+    if not ids:
+        raise LanternError("the token ids to inspect are empty")
+    bad = [t for t in ids if not 0 <= t < tokenizer.vocab_size]
+    if bad:
+        raise LanternError(f"token ids {bad[:5]} are outside the vocabulary 0..{tokenizer.vocab_size - 1}")
+    if len(ids) > model.config.block_size:
+        raise LanternError(f"{len(ids)} tokens are more than the model's context window "
+                           f"({model.config.block_size})")
     return ids
 
 

@@ -124,13 +124,16 @@ class EmbeddingView:
 
 @torch.no_grad()
 def embedding_view(model, tokenizer, words: Sequence[str], k: int = 8,
-                   map_neighbours: int = 0) -> EmbeddingView:
-    """Neighbours of ``words`` in the token-embedding table and their PCA map (the words,
-    plus each word's first ``map_neighbours`` neighbours). Neighbours are searched among
-    the tokens that are whole pieces of text: special tokens and byte fragments of a
-    multi-byte character are left out (and an imported vocabulary's unused ids)."""
-    if not words:
-        raise LanternError("give at least one word")
+                   map_neighbours: int = 0, tokens: Sequence[int] = ()) -> EmbeddingView:
+    """Neighbours of ``words`` (and of the token ids ``tokens``, each shown as its label) in
+    the token-embedding table and their PCA map (the words, plus each word's first
+    ``map_neighbours`` neighbours). Neighbours are searched among the tokens that are whole
+    pieces of text: special tokens and byte fragments of a multi-byte character are left out (and an imported vocabulary's unused ids)."""
+    if not words and not tokens:
+        raise LanternError("give at least one word or token")
+    bad = [t for t in tokens if not 0 <= t < tokenizer.vocab_size]
+    if bad:
+        raise LanternError(f"token ids {bad[:5]} are outside the vocabulary 0..{tokenizer.vocab_size - 1}")
     table = model.wte.weight.detach().float().cpu()  # (V, C)
     candidates = [i for i, piece in tokenizer.vocab.items() if _is_text(piece)]  # no specials, no unused ids
     found, missing = [], {}
@@ -142,6 +145,10 @@ def embedding_view(model, tokenizer, words: Sequence[str], k: int = 8,
         neighbours = [Neighbour(i, label(tokenizer, i), s)
                       for i, s in cosine_neighbours(table, token, k, candidates)]
         found.append(WordEmbedding(word, token, label(tokenizer, token), neighbours))
+    for token in tokens:
+        neighbours = [Neighbour(i, label(tokenizer, i), s)
+                      for i, s in cosine_neighbours(table, token, k, candidates)]
+        found.append(WordEmbedding(label(tokenizer, token), token, label(tokenizer, token), neighbours))
     view = EmbeddingView(found, missing)
     points = [(w.token, w.label, "word") for w in found]
     seen = {w.token for w in found}

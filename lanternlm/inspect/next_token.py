@@ -18,7 +18,7 @@ import torch
 from ..errors import LanternError
 from ..run import Run
 from ..sampling import SamplingParams, process_logits
-from .common import bar, label, output_path, prompt_ids, pyplot, save
+from .common import bar, label, output_path, pyplot, save, view_ids
 
 #: The panels shown beside the raw distribution: three temperatures, then top-k and top-p.
 DEFAULT_SETTINGS: dict[str, SamplingParams] = {
@@ -86,13 +86,16 @@ def next_logits(model, ids: Sequence[int]) -> torch.Tensor:
     return model(idx).logits[0, -1].float().cpu()
 
 
-def next_token_view(model, tokenizer, text: str, k: int = 10,
-                    settings: dict[str, SamplingParams] | None = None, bos: bool = True) -> NextTokenView:
-    """The top-``k`` next tokens after ``text`` under the raw distribution and each setting."""
+def next_token_view(model, tokenizer, text: str | None, k: int = 10,
+                    settings: dict[str, SamplingParams] | None = None, bos: bool = True,
+                    ids: Sequence[int] | None = None) -> NextTokenView:
+    """The top-``k`` next tokens after ``text`` (or after the token ``ids`` as they are)
+    under the raw distribution and each setting."""
     if k < 1:
         raise LanternError(f"k={k}: show at least one candidate")
     settings = DEFAULT_SETTINGS if settings is None else settings
-    ids = prompt_ids(tokenizer, text, model, bos)
+    ids = view_ids(tokenizer, text, model, bos, ids)
+    text = tokenizer.decode(ids) if text is None else text
     logits = next_logits(model, ids)[:tokenizer.vocab_size]  # padding rows are not tokens
     top = torch.topk(logits, min(k, logits.numel())).indices.tolist()
     view = NextTokenView(text, ids, [(t, label(tokenizer, t)) for t in top],

@@ -3,7 +3,9 @@
 - :mod:`.worker` — one thread per run owns its engine; handlers queue requests to it;
 - :mod:`.schema` — OpenAI's request and response objects (the OpenAPI document);
 - :mod:`.completions` — requests to engine requests, token events back to OpenAI objects;
-- :mod:`.app` — the FastAPI app: routes, errors, limits, :func:`~.app.serve`.
+- :mod:`.app` — the FastAPI app: routes, errors, limits, :func:`~.app.serve`;
+- :mod:`.glass` — the glass-box views over HTTP;
+- :mod:`.page` — the web page at ``/`` (``static/``: HTML, CSS, JavaScript modules), a client of the API.
 
 :class:`ServeConfig` lives here, free of FastAPI, so that ``lantern --help`` works without
 the extra.

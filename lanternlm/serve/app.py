@@ -8,12 +8,15 @@ Concurrent requests therefore decode together, one step for all of them.
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions`` (chat runs),
 ``POST /v1/completions`` (every run: plain text), ``POST /tokenize``, ``POST /detokenize``,
 and the glass box (:mod:`lanternlm.serve.glass`): ``POST /v1/inspect/next_token``,
-``/v1/inspect/attention``, ``/v1/inspect/embeddings``, ``GET /v1/inspect/model/{name}``.
+``/v1/inspect/attention``, ``/v1/inspect/embeddings``, ``GET /v1/inspect/model/{name}``;
+``GET /v1/sampling/presets``.
 A chat completion on a base run is a 400 that points to ``/v1/completions``: a base model
 never learned the chat markers, so a chat reply from it would be noise.
 
-Safe by default: binds 127.0.0.1; ``api_key`` makes every endpoint but ``/health`` ask
-for ``Authorization: Bearer KEY`` (401); a full queue answers 429; a body over
+The web page (:mod:`lanternlm.serve.page`) is served at ``/``, a client of these endpoints.
+
+Safe by default: binds 127.0.0.1; ``api_key`` makes every endpoint but ``/health`` and the
+page's files ask for ``Authorization: Bearer KEY`` (401); a full queue answers 429; a body over
 ``max_body_bytes`` 413; every refusal is OpenAI's error object and the server goes on.
 """
 
@@ -30,8 +33,10 @@ from ..errors import LanternError
 from ..generate import encode_prompt
 from ..log import logger
 from . import ServeConfig, glass, schema
+from .page import add_page, public
 from .completions import (ApiError, Choice, Job, Served, chat_prompt, check_stream_options, engine_request,
-                          finish_reason, logprob_of, new_id, sse, stop_strings, token_logprob, usage)
+                          finish_reason, inside_thinking, logprob_of, new_id, sse, stop_strings, token_logprob,
+                          usage)
 from .worker import Busy, Worker
 
 try:
@@ -120,6 +125,15 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
     async def get_model(name: str) -> schema.ModelCard:
         return model(name).card()
 
+    @app.get("/v1/sampling/presets", response_model=schema.PresetList)
+    async def sampling_presets() -> schema.PresetList:
+        """Extension: the named sampling settings ``lantern generate --preset`` knows."""
+        from ..sampling import PRESETS
+
+        return schema.PresetList(data=[schema.SamplingPreset(name=name, temperature=p.temperature, top_k=p.top_k,
+                                                             top_p=p.top_p, min_p=p.min_p)
+                                       for name, p in PRESETS.items()])
+
     stream_doc = {200: {"content": {"application/json": {}, "text/event-stream": {}},
                         "description": "the completion, or with stream: server-sent events of chunks"}}
 
@@ -137,19 +151,22 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
         top = body.top_logprobs or 0
         job = Job(served, engine_request(served, prompt, body, max_tokens=body.max_completion_tokens or body.max_tokens,
                                          chat=True, top=top, logprobs=body.logprobs, thinking=body.thinking_budget))
-        choices = [Choice(served.tokenizer, stops, chat=True) for _ in range(body.n)]
+        inside = inside_thinking(served.tokenizer, prompt)
+        choices = [Choice(served.tokenizer, stops, chat=True, inside=inside) for _ in range(body.n)]
         batches = await _started(job)
         head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": served.name}
+        ids = body.return_token_ids
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _events(_chat_chunks(job, batches, choices, served, head, len(prompt), top, body.logprobs,
-                                        include_usage))
+            return _events(_chat_chunks(job, batches, choices, served, head, prompt, top, body.logprobs,
+                                        include_usage, ids))
         await _collect(job, batches, choices, request)
-        return schema.ChatCompletion(**head, usage=usage(len(prompt), choices), choices=[
+        return schema.ChatCompletion(**head, usage=usage(len(prompt), choices), prompt_token_ids=prompt if ids else None,
+                                     choices=[
             schema.ChatChoice(index=i, finish_reason=c.finish, message=schema.AssistantMessage(
                 content="".join(c.content), reasoning_content=_reasoning(c), reasoning=_reasoning(c)),
                 logprobs=schema.ChoiceLogprobs(content=[token_logprob(served.tokenizer, e, top) for e in c.scored])
-                if body.logprobs else None)
+                if body.logprobs else None, token_ids=c.ids if ids else None)
             for i, c in enumerate(choices)])
 
     @app.post("/v1/completions", response_model=schema.Completion, responses=stream_doc)
@@ -183,7 +200,8 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
         if body.stream:
             return _events(_completion_chunks(jobs, started, choices, served, head, echoes, prompt_tokens,
                                               top, body.logprobs is not None,
-                                              bool(body.stream_options and body.stream_options.include_usage)))
+                                              bool(body.stream_options and body.stream_options.include_usage),
+                                              [ids for ids, _, _ in prompts] if body.return_token_ids else None))
         for job, batches, group in zip(jobs, started, choices):
             await _collect(job, batches, group, request)
         out = []
@@ -194,7 +212,9 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
                 if body.logprobs is not None:
                     lp = _legacy_logprobs(tokenizer, echo_lp, c.scored, top, 0)
                 out.append(schema.CompletionChoice(index=i * body.n + s, text=echo_text + "".join(c.content),
-                                                   finish_reason=c.finish or "length", logprobs=lp))
+                                                   finish_reason=c.finish or "length", logprobs=lp,
+                                                   **({"prompt_token_ids": prompts[i][0], "token_ids": c.ids}
+                                                      if body.return_token_ids else {})))
         return schema.Completion(**head, choices=out, usage=usage(prompt_tokens, flat))
 
     @app.post("/tokenize", response_model=schema.TokenizeResponse)
@@ -212,10 +232,8 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
             request = schema.ChatCompletionRequest(model=body.model, messages=body.messages,
                                                    reasoning_effort=body.reasoning_effort)
             ids = chat_prompt(served, request)
-        pieces = [schema.TokenPiece(id=t, text=tokenizer.decode([t]), bytes=list(tokenizer.token_bytes(t)))
-                  for t in ids]
         return schema.TokenizeResponse(tokens=ids, count=len(ids), max_model_len=served.engine.config.block_size,
-                                       pieces=pieces)
+                                       pieces=_pieces(tokenizer, ids))
 
     @app.post("/detokenize", response_model=schema.DetokenizeResponse)
     async def detokenize(body: schema.DetokenizeRequest) -> schema.DetokenizeResponse:
@@ -224,9 +242,15 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
         if bad:
             raise ApiError(400, f"token ids {bad[:5]} are outside the vocabulary 0..{served.tokenizer.vocab_size - 1}",
                            param="tokens")
-        return schema.DetokenizeResponse(prompt=served.tokenizer.decode(body.tokens))
+        return schema.DetokenizeResponse(prompt=served.tokenizer.decode(body.tokens),
+                                         pieces=_pieces(served.tokenizer, body.tokens))
 
+    add_page(app)
     return app
+
+
+def _pieces(tokenizer, ids: Sequence[int]) -> list[schema.TokenPiece]:
+    return [schema.TokenPiece(id=t, text=tokenizer.decode([t]), bytes=list(tokenizer.token_bytes(t))) for t in ids]
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -251,9 +275,9 @@ async def _started(job: Job) -> AsyncIterator[list]:
     return rest()
 
 
-def _feed(job: Job, choices: list[Choice], batch: list) -> list[tuple[int, Any, list]]:
+def _feed(job: Job, choices: list[Choice], batch: list) -> list[tuple[int, Any, list, Any]]:
     """Each event to its choice; a stop string ends that choice's row. Returns
-    ``(choice index, piece, scored events)`` per event."""
+    ``(choice index, piece, scored events, event)`` per event taken."""
     added = []
     for event in batch:
         choice = choices[event.sample]
@@ -262,7 +286,7 @@ def _feed(job: Job, choices: list[Choice], batch: list) -> list[tuple[int, Any, 
         piece, scored = choice.add(event)
         if piece.stop is not None and event.finish_reason != "stop":  # a stop string: no more tokens
             job.cancel(event.sample)
-        added.append((event.sample, piece, scored))
+        added.append((event.sample, piece, scored, event))
     return added
 
 
@@ -315,61 +339,75 @@ def _reasoning(choice: Choice) -> str | None:
 
 
 def _chat_chunks(job: Job, batches: AsyncIterator[list], choices: list[Choice], served: Served, head: dict,
-                 prompt_tokens: int, top: int, logprobs: bool, include_usage: bool) -> AsyncIterator[str]:
-    def chunk(choice: dict) -> str:
-        return sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
+                 prompt: list[int], top: int, logprobs: bool, include_usage: bool,
+                 token_ids: bool) -> AsyncIterator[str]:
+    """The chunks of a chat stream: a role chunk per choice (the first also carries
+    ``prompt_token_ids`` when asked), then a chunk per token that adds text, log-probabilities,
+    a finish or (with ``token_ids``) its id, then the usage."""
+    def chunk(choice: dict, **extra) -> str:
+        return sse({**head, "object": "chat.completion.chunk", "choices": [choice], **extra})
 
     async def chunks() -> AsyncIterator[str]:
         for i in range(len(choices)):
             yield chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                         "finish_reason": None})
+                         "finish_reason": None}, **({"prompt_token_ids": prompt} if token_ids and i == 0 else {}))
         async for batch in batches:
             out = []
-            for i, piece, scored in _feed(job, choices, batch):
+            for i, piece, scored, event in _feed(job, choices, batch):
                 delta: dict[str, Any] = {}
                 if piece.content:
                     delta["content"] = piece.content
                 if piece.reasoning:
                     delta["reasoning_content"] = delta["reasoning"] = piece.reasoning
-                entries = [token_logprob(served.tokenizer, e, top).model_dump() for e in scored] if logprobs else []
+                entries = [token_logprob(served.tokenizer, e, top) for e in scored] if logprobs else []
                 done = finish_reason(piece.finish_reason)
-                if delta or entries or done:
+                if delta or entries or done or token_ids:
                     out.append(chunk({"index": i, "delta": delta, "finish_reason": done,
-                                      "logprobs": {"content": entries} if logprobs else None}))
+                                      "logprobs": {"content": entries} if logprobs else None,
+                                      **({"token_ids": [event.token]} if token_ids else {})}))
             if out:
                 yield "".join(out)  # one write for the batch's chunks
         if include_usage:
             yield sse({**head, "object": "chat.completion.chunk", "choices": [],
-                       "usage": usage(prompt_tokens, choices).model_dump()})
+                       "usage": usage(len(prompt), choices).model_dump()})
     return _guarded([job], chunks())
 
 
 def _completion_chunks(jobs: list[Job], started: list, choices: list[list[Choice]], served: Served, head: dict,
                        echoes: list, prompt_tokens: int, top: int, logprobs: bool,
-                       include_usage: bool) -> AsyncIterator[str]:
+                       include_usage: bool, prompt_ids: list[list[int]] | None) -> AsyncIterator[str]:
+    """The chunks of a completion stream, prompt after prompt: the echo, then a chunk per
+    token; with ``prompt_ids`` (return_token_ids) each choice's first chunk carries its
+    prompt's ids and every token chunk its id."""
     tokenizer, n = served.tokenizer, len(choices[0])
 
-    def chunk(index: int, text: str, finish: str | None, lp: schema.CompletionLogprobs | None) -> str:
+    def chunk(index: int, text: str, finish: str | None, lp: schema.CompletionLogprobs | None, **ids) -> str:
         return sse({**head, "object": "text_completion", "choices": [{
-            "index": index, "text": text, "finish_reason": finish, "logprobs": lp.model_dump() if lp else None}]})
+            "index": index, "text": text, "finish_reason": finish, "logprobs": lp.model_dump() if lp else None,
+            **ids}]})
 
     async def chunks() -> AsyncIterator[str]:
         for i, (echo_text, echo_lp) in enumerate(echoes):
             offsets = [0] * n
+            first = [prompt_ids is not None] * n  # the prompt's ids still to send
             for s in range(n):
-                if echo_text or echo_lp:
+                if echo_text or echo_lp or (first[s] and not jobs):
                     lp = _legacy_logprobs(tokenizer, echo_lp, [], top, 0) if logprobs else None
-                    yield chunk(i * n + s, echo_text, None if jobs else "length", lp)
-                    offsets[s] = len(echo_text)
+                    ids = {"prompt_token_ids": prompt_ids[i], "token_ids": []} if first[s] else {}
+                    yield chunk(i * n + s, echo_text, None if jobs else "length", lp, **ids)
+                    offsets[s], first[s] = len(echo_text), False
             if not jobs:
                 continue
             async for batch in started[i]:
-                for s, piece, scored in _feed(jobs[i], choices[i], batch):
+                for s, piece, scored, event in _feed(jobs[i], choices[i], batch):
                     lp = _legacy_logprobs(tokenizer, [], scored, top, offsets[s]) if logprobs else None
                     offsets[s] += len(piece.content)
                     done = finish_reason(piece.finish_reason)
-                    if piece.content or scored or done:
-                        yield chunk(i * n + s, piece.content, done, lp)
+                    if piece.content or scored or done or prompt_ids is not None:
+                        ids = {} if prompt_ids is None else {"token_ids": [event.token]}
+                        if first[s]:
+                            ids["prompt_token_ids"], first[s] = prompt_ids[i], False
+                        yield chunk(i * n + s, piece.content, done, lp, **ids)
         if include_usage:
             yield sse({**head, "object": "text_completion", "choices": [],
                        "usage": usage(prompt_tokens, [c for g in choices for c in g]).model_dump()})
@@ -446,7 +484,7 @@ class _Limits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and scope["path"] != "/health":
+        if self.api_key is not None and not public(scope["path"]):
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given, f"Bearer {self.api_key}"):
                 return await _reply(send, ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",

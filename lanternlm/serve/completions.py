@@ -122,22 +122,25 @@ def logprob_of(p: float) -> float:
 
 
 class Choice:
-    """One choice as it streams: its text, counts, finish and the events of its content
-    tokens (for log-probabilities)."""
+    """One choice as it streams: its text, counts, finish, its token ids and the events of
+    its content tokens (for log-probabilities). ``inside``: the prompt ends inside an open
+    thinking segment (a reply prefix that stops mid-thought)."""
 
-    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str], chat: bool) -> None:
-        self.reply = ReplyStream(tokenizer, stops) if chat else None
+    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str], chat: bool, inside: bool = False) -> None:
+        self.reply = ReplyStream(tokenizer, stops, inside) if chat else None
         self.text = None if chat else TextStream(tokenizer, stops)
         self.tokens = self.reasoning_tokens = 0
         self.finish: str | None = None
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.scored: list[TokenEvent] = []  # the content tokens' events (and a completion's stop token)
+        self.ids: list[int] = []  # every generated token
 
     def add(self, event: TokenEvent) -> tuple[ReplyPiece, list[TokenEvent]]:
         """Take one event; returns what it added and the content-token events it added.
         ``piece.stop`` with ``event.finish_reason != "stop"``: a stop string, end the row."""
         self.tokens += 1
+        self.ids.append(event.token)
         if self.reply is not None:
             piece = self.reply.push(event.token, event.finish_reason)
         else:
@@ -153,20 +156,19 @@ class Choice:
         return piece, scored
 
 
-def token_logprob(tokenizer: Tokenizer, event: TokenEvent, top: int) -> schema.TokenLogprob:
-    """A chat token's log-probabilities: raw (``logprob``, ``top_logprobs``) and, as the
-    extension fields, under the distribution it was drawn from."""
+def token_logprob(tokenizer: Tokenizer, event: TokenEvent, top: int) -> dict[str, Any]:
+    """A chat token's log-probabilities (the fields of :class:`schema.TokenLogprob`): raw
+    (``logprob``, ``top_logprobs``) and, as the extension fields, under the distribution it
+    was drawn from. A plain dict: a stream sends one per token, so it skips validation."""
 
-    def entry(token: int, logprob: float) -> schema.TopLogprob:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
         data = tokenizer.token_bytes(token)
-        return schema.TopLogprob(token=data.decode("utf-8", errors="replace"), logprob=logprob, bytes=list(data))
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data), "id": token}
 
     head = entry(event.token, max(event.logprob, LOG_ZERO))
-    return schema.TokenLogprob(
-        token=head.token, logprob=head.logprob, bytes=head.bytes,
-        top_logprobs=[entry(t, logprob_of(p)) for t, p in (event.raw_top or [])[:top]],
-        filtered_logprob=max(event.sampled_logprob, LOG_ZERO),
-        filtered_top_logprobs=[entry(t, logprob_of(p)) for t, p in (event.filtered_top or [])[:top]])
+    return {**head, "top_logprobs": [entry(t, logprob_of(p)) for t, p in (event.raw_top or [])[:top]],
+            "filtered_logprob": max(event.sampled_logprob, LOG_ZERO),
+            "filtered_top_logprobs": [entry(t, logprob_of(p)) for t, p in (event.filtered_top or [])[:top]]}
 
 
 # --------------------------------------------------------------------------- requests
@@ -217,11 +219,24 @@ def chat_messages(messages: Sequence[schema.ChatMessage]) -> list[dict]:
 
 
 def chat_prompt(served: Served, body: schema.ChatCompletionRequest) -> list[int]:
+    """The rendered conversation, opened for the assistant, then the ``reply_prefix`` if any."""
     try:
-        return render_for_generation(chat_messages(body.messages), served.tokenizer,
-                                     reasoning_level(body.reasoning_effort))
+        prompt = render_for_generation(chat_messages(body.messages), served.tokenizer,
+                                       reasoning_level(body.reasoning_effort))
     except LanternError as err:
         raise ApiError(400, str(err), param="messages") from None
+    prefix = list(body.reply_prefix or [])
+    bad = [t for t in prefix if not 0 <= t < served.tokenizer.vocab_size]
+    if bad:
+        raise ApiError(400, f"reply_prefix: token ids {bad[:5]} are outside the vocabulary "
+                            f"0..{served.tokenizer.vocab_size - 1}", param="reply_prefix")
+    return prompt + prefix
+
+
+def inside_thinking(tokenizer: Tokenizer, prompt: Sequence[int]) -> bool:
+    """Whether ``prompt`` ends inside an open thinking segment (its last marker is ``<|think|>``)."""
+    budget = thinking_budget(tokenizer, 0)
+    return budget.inside(prompt)
 
 
 def stop_tokens(tokenizer: Tokenizer, chat: bool) -> list[int]:

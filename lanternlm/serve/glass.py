@@ -24,6 +24,11 @@ async def _in_worker(served: Served, fn: Callable[[], object]) -> dict:
         raise ApiError(400, str(err)) from None
 
 
+def _one_of(body: schema.InspectText) -> None:
+    if (body.text is None) == (body.tokens is None):
+        raise ApiError(400, "give either text or tokens", param="text")
+
+
 def add_routes(app, model: Callable[[str], Served]) -> None:
     """Register ``/v1/inspect/...`` on ``app``; ``model(name)`` finds a served run (or 404s)."""
 
@@ -32,23 +37,22 @@ def add_routes(app, model: Callable[[str], Served]) -> None:
         from ..inspect.next_token import next_token_view
 
         served = model(body.model)
+        _one_of(body)
         settings = None if body.settings is None else {
             s.name: SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p)
             for s in body.settings}
-        view = await _in_worker(served, lambda: next_token_view(served.engine.model, served.tokenizer, body.text,
-                                                                body.k, settings, body.bos))
-        view["candidates"] = [{"id": t, "label": label} for t, label in view["candidates"]]
-        return view
+        return await _in_worker(served, lambda: next_token_view(served.engine.model, served.tokenizer, body.text,
+                                                                body.k, settings, body.bos, body.tokens))
 
     @app.post("/v1/inspect/attention", response_model=schema.AttentionOut)
     async def attention(body: schema.AttentionRequest) -> dict:
         from ..inspect.attention import attention_view
 
         served = model(body.model)
-        view = await _in_worker(served, lambda: attention_view(served.engine.model, served.tokenizer, body.text,
-                                                               body.layer, body.head, body.query, bos=body.bos))
-        view["top"] = [{"index": i, "label": label, "weight": w} for i, label, w in view["top"]]
-        return view
+        _one_of(body)
+        return await _in_worker(served, lambda: attention_view(served.engine.model, served.tokenizer, body.text,
+                                                               body.layer, body.head, body.query, bos=body.bos,
+                                                               ids=body.tokens))
 
     @app.post("/v1/inspect/embeddings", response_model=schema.EmbeddingsOut)
     async def embeddings(body: schema.EmbeddingsRequest) -> dict:
@@ -56,11 +60,11 @@ def add_routes(app, model: Callable[[str], Served]) -> None:
 
         served = model(body.model)
         return await _in_worker(served, lambda: embedding_view(served.engine.model, served.tokenizer, body.words,
-                                                               body.k, body.map_neighbours))
+                                                               body.k, body.map_neighbours, body.tokens))
 
     @app.get("/v1/inspect/model/{name}", response_model=schema.ModelInfo)
     async def model_info(name: str) -> schema.ModelInfo:
-        from ..memory import memory_estimate, num_params
+        from ..memory import available_memory, memory_estimate, num_params
 
         served = model(name)
         config = served.engine.config
@@ -72,4 +76,5 @@ def add_routes(app, model: Callable[[str], Served]) -> None:
         return schema.ModelInfo(name=served.name, stage=served.run.stage, parameters=num_params(config),
                                 layers=config.n_layer, heads=config.n_head, kv_heads=config.n_kv_head or config.n_head,
                                 width=config.n_embd, context=config.block_size, vocab=served.tokenizer.vocab_size,
-                                memory=memory)
+                                memory=memory, device=str(served.engine.device),
+                                dtype=str(served.engine.dtype).removeprefix("torch."), machine=available_memory())

@@ -8,12 +8,20 @@ description. Unknown request fields are ignored, as many clients send a few of t
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 SEED_RANGE = {"ge": -(2 ** 63), "le": 2 ** 64 - 1}  # what torch.Generator.manual_seed accepts
 EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def _tuple(*kinds: str, description: str) -> WithJsonSchema:
+    """A fixed-length array's schema without ``prefixItems``: schemathesis' response check
+    reads OpenAPI 3.1 tuples as Draft 4's ``items: [...]`` and rejects them."""
+    return WithJsonSchema({"type": "array", "minItems": len(kinds), "maxItems": len(kinds),
+                           "items": {"anyOf": [{"type": k} for k in dict.fromkeys(kinds)]},
+                           "description": description})
 
 
 class _Request(BaseModel):
@@ -64,10 +72,15 @@ class SamplingFields(_Request):
                                                 description="extension: CTRL penalty for tokens in the text (1 = off)")
 
 
+TOKEN_IDS = ("extension (as vLLM's): the prompt's token ids (prompt_token_ids) and each choice's generated "
+             "ids (token_ids: every token the model wrote, thinking, its markers and the stop token included)")
+
+
 class TopLogprob(_Response):
     token: str
     logprob: float
     bytes: Optional[list[int]] = None
+    id: Optional[int] = Field(None, description="extension: the token id")
 
 
 class TokenLogprob(_Response):
@@ -78,6 +91,7 @@ class TokenLogprob(_Response):
     token: str
     logprob: float
     bytes: Optional[list[int]] = None
+    id: Optional[int] = Field(None, description="extension: the token id")
     top_logprobs: list[TopLogprob] = []
     filtered_logprob: Optional[float] = Field(None, description="extension: under the sampling distribution")
     filtered_top_logprobs: Optional[list[TopLogprob]] = Field(
@@ -126,6 +140,11 @@ class ChatCompletionRequest(SamplingFields):
         None, description="the reasoning level: none, low, medium, high (minimal = low); default: the "
                           "system message's 'Reasoning:' line, else medium")
     thinking_budget: Optional[int] = Field(None, ge=0, description="extension: at most this many thinking tokens")
+    return_token_ids: bool = Field(False, description=TOKEN_IDS)
+    reply_prefix: Optional[list[int]] = Field(
+        None, description="extension: token ids the reply starts with (e.g. an earlier reply's token_ids up to "
+                          "one token, then another candidate there: a branch); the model continues after them, "
+                          "and the response holds the continuation only")
 
 
 class AssistantMessage(_Response):
@@ -140,6 +159,7 @@ class ChatChoice(_Response):
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
     logprobs: Optional[ChoiceLogprobs] = None
+    token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS)
 
 
 class ChatCompletion(_Response):
@@ -150,6 +170,7 @@ class ChatCompletion(_Response):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: Optional[str] = None
+    prompt_token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS)
 
 
 class ChatDelta(_Response):
@@ -164,6 +185,7 @@ class ChatChunkChoice(_Response):
     delta: ChatDelta
     finish_reason: Optional[Literal["stop", "length"]] = None
     logprobs: Optional[ChoiceLogprobs] = None
+    token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS + "; in a chunk, the ids it adds")
 
 
 class ChatCompletionChunk(_Response):
@@ -174,6 +196,7 @@ class ChatCompletionChunk(_Response):
     choices: list[ChatChunkChoice]
     usage: Optional[Usage] = None
     system_fingerprint: Optional[str] = None
+    prompt_token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS + "; in the first chunk")
 
 
 # --------------------------------------------------------------------------- completions
@@ -186,6 +209,7 @@ class CompletionRequest(SamplingFields):
     max_tokens: int = Field(16, ge=0, description="0 with echo scores the prompt without generating")
     echo: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=5, description="the most likely alternatives per token")
+    return_token_ids: bool = Field(False, description=TOKEN_IDS)
 
 
 class CompletionLogprobs(_Response):
@@ -200,6 +224,9 @@ class CompletionChoice(_Response):
     text: str
     finish_reason: Optional[Literal["stop", "length"]] = None
     logprobs: Optional[CompletionLogprobs] = None
+    prompt_token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS + "; in a stream, in the "
+                                                                                 "choice's first chunk")
+    token_ids: Optional[list[int]] = Field(None, description=TOKEN_IDS)
 
 
 class Completion(_Response):
@@ -228,6 +255,21 @@ class ModelCard(_Response):
 class ModelList(_Response):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class SamplingPreset(_Response):
+    """A named sampling setting of the common cheat sheet (``lanternlm.sampling.PRESETS``)."""
+
+    name: str
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+
+
+class PresetList(_Response):
+    object: Literal["list"] = "list"
+    data: list[SamplingPreset]
 
 
 class Health(_Response):
@@ -263,6 +305,7 @@ class DetokenizeRequest(_Request):
 
 class DetokenizeResponse(_Response):
     prompt: str
+    pieces: list[TokenPiece] = Field([], description="extension: each token's text and bytes")
 
 
 # --------------------------------------------------------------------------- the glass box
@@ -279,8 +322,13 @@ class FilterSetting(_Request):
 
 
 class InspectText(_Request):
+    """What to look at: a text, or token ids as they are (e.g. a chat's prompt_token_ids and
+    reply token_ids, chat markers included)."""
+
     model: str
-    text: str = Field(..., min_length=1, description="the text; the document separator goes first with bos")
+    text: Optional[str] = Field(None, min_length=1, description="the text; the document separator goes first "
+                                                                 "with bos")
+    tokens: Optional[list[int]] = Field(None, min_length=1, description="extension: token ids instead of text")
     bos: bool = True
 
 
@@ -306,7 +354,7 @@ class Candidate(_Response):
 class NextTokenOut(_Response):
     text: str
     ids: list[int]
-    candidates: list[Candidate] = Field(..., description="the raw distribution's top tokens, most likely first")
+    candidates: list[Annotated[tuple[int, str], _tuple("integer", "string", description="(token id, label)")]]
     raw: DistributionOut
     settings: list[DistributionOut]
 
@@ -330,14 +378,17 @@ class AttentionOut(_Response):
     head: int
     matrix: list[list[float]] = Field(..., description="matrix[i][j]: how much position i attends to j")
     query: Optional[int] = None
-    top: list[Attended] = Field([], description="the query row's most attended positions")
+    top: list[Annotated[tuple[int, str, float], _tuple("integer", "string", "number",
+                                                       description="(position, label, weight)")]] = Field(
+        ..., description="with a query: the positions it attends to most")
     sliding_window: Optional[int] = None
     rollout: Optional[list[list[float]]] = None
 
 
 class EmbeddingsRequest(_Request):
     model: str
-    words: list[str] = Field(..., min_length=1, max_length=32)
+    words: list[str] = Field([], max_length=32, description="words that are one token (' word' or 'word')")
+    tokens: list[int] = Field([], max_length=32, description="extension: token ids (beside or instead of words)")
     k: int = Field(8, ge=1, le=50)
     map_neighbours: int = Field(3, ge=0, le=20)
 
@@ -381,3 +432,6 @@ class ModelInfo(_Response):
     vocab: int
     memory: dict[str, dict[str, int]] = Field(
         ..., description="estimated bytes per dtype: weights, kv_cache (full context), activations, runtime")
+    device: str = Field("cpu", description="where the server runs the model")
+    dtype: str = Field("float32", description="the served weights' type")
+    machine: dict[str, int] = Field({}, description="total memory of this machine in bytes: RAM and each GPU")
