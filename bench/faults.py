@@ -326,7 +326,7 @@ def main() -> None:
         f"budget and no time budget, a checkpoint every 3-4 steps. Per stage: {args.kills} points drawn uniformly "
         f"over the run's steps (seed {args.seed}); at each the stage's command (started with `--resume` once a "
         "checkpoint exists) gets SIGKILL to its process group; then it resumes and finishes. `pretrain-fsdp`: 2 "
-        "processes under torchrun with `--parallel fsdp` (sharded checkpoints), against the same uninterrupted.",
+        "processes under torchrun with `--parallel fsdp` (sharded checkpoints), against an uninterrupted 2-process run.",
         "",
         "| stage | steps | kills | landed in start-up / training / checkpoint write | resumed from (step) | "
         "final weights bit-identical | log bit-identical | uninterrupted / with kills |",
