@@ -321,11 +321,12 @@ def main() -> None:
         "## Fault injection: kill -9 and resume, every stage (`bench/faults.py`)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, 1 torch thread per process, under `nice -n 10`. "
-        f"Tiny models (2 layers x 32 wide; the chat stages on a 2-step-trained chat run), CPU, seed 0, a step "
+        "Tiny models (2 layers x 32 wide; SFT from a 40-step pretraining run, DPO and RL from a 24-step SFT run, "
+        f"RL judged by an 8-step reward model), CPU, seed 0, a step "
         f"budget and no time budget, a checkpoint every 3-4 steps. Per stage: {args.kills} points drawn uniformly "
         f"over the run's steps (seed {args.seed}); at each the stage's command (started with `--resume` once a "
         "checkpoint exists) gets SIGKILL to its process group; then it resumes and finishes. `pretrain-fsdp`: 2 "
-        "processes under torchrun with `--parallel fsdp` (sharded checkpoints), against the same uninterrupted.",
+        "processes under torchrun with `--parallel fsdp` (sharded checkpoints), against an uninterrupted 2-process run.",
         "",
         "| stage | steps | kills | landed in start-up / training / checkpoint write | resumed from (step) | "
         "final weights bit-identical | log bit-identical | uninterrupted / with kills |",

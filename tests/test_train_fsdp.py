@@ -107,9 +107,10 @@ def test_fsdp_sft_matches_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_dpo_and_rl_match_one(tmp_path):
-    """DPO (pairs; the reference table before sharding) and RL (each process samples its
-    answers from the gathered weights, of lengths that differ between the processes)."""
+def test_fsdp_dpo_reward_and_rl_match_one(tmp_path):
+    """DPO (pairs; the reference table before sharding), a reward model and RL (each
+    process samples its answers from the gathered weights, of lengths that differ between
+    the processes)."""
     from lanternlm.train.sft import sft
     from sft_helpers import small_sft
     from test_preference import some_pairs
@@ -125,6 +126,13 @@ def test_fsdp_dpo_and_rl_match_one(tmp_path):
     assert_same_curves(a, b, steps=4)
     for key in ("margins", "accuracies", "logps_chosen"):
         np.testing.assert_allclose([r[key] for r in b], [r[key] for r in a], rtol=1e-4, atol=1e-6, err_msg=key)
+
+    # the reward model under Muon: its head is a (1, width) matrix, fewer rows than processes
+    a, b = one_and_fsdp(["-q", "reward", *common, "--pairs", str(pairs), "--eval-every", "2", "--optimizer", "muon"],
+                        tmp_path / "rm1", tmp_path / "rm2", batch=4)
+    for key in ("train_loss", "val_loss", "accuracies"):  # (Muon's bfloat16 iteration: see above)
+        np.testing.assert_allclose([r[key] for r in b if key in r], [r[key] for r in a if key in r], rtol=5e-3,
+                                   err_msg=key)
 
     rl = ["-q", "rl", *common, "--reward", "tasks:letters", "--group-size", "4", "--max-tokens", "10",
           "--eval-questions", "2", "--eval-samples", "2", "--eval-every", "2", "--updates-per-batch", "2"]

@@ -438,7 +438,6 @@ def _log_line(step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor,
 # --------------------------------------------------------------------------- the loop
 
 
-@stop_on_signals
 def added_special_tokens(tokenizer, parent: str | Path | None) -> dict[str, Any]:
     """``{"added_special_tokens": {name: id}}`` for the run record when this run's tokenizer
     has special tokens its parent's lacks (fine-tuning an imported model adds the chat
@@ -450,6 +449,7 @@ def added_special_tokens(tokenizer, parent: str | Path | None) -> dict[str, Any]
     return {"added_special_tokens": added} if added else {}
 
 
+@stop_on_signals
 def train(name: str, config: Any, run_dir: str | Path, build: Callable[[D.DistInfo], Stage], *,
           resumable: tuple[str, ...], resume: bool = False, sources: dict[str, str] | None = None,
           parent: str | Path | None = None) -> dict[str, Any]:

@@ -11,7 +11,12 @@ Parameter groups (nanoGPT's rule, plus Muon's):
   recommend.
 
 Muon is ``torch.optim.Muon`` when torch has it (2.9+); older torch gets
-:class:`NewtonSchulzMuon`, the same algorithm written out below.
+:class:`NewtonSchulzMuon`, the same algorithm written out below, and so does a model
+sharded by FSDP2 (``--parallel fsdp``): it orthogonalises each matrix's whole update (an
+all-gather of the update's shards) and keeps this process's rows, whatever the shapes
+(``torch.optim.Muon`` leaves that to DTensor's sharding rules, which fail on a matrix with
+fewer rows than processes, such as a reward head). Both keep the same state and group
+fields, so either reads the other's checkpoints.
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 OPTIMIZERS = ("adamw", "muon")
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+#: Keller Jordan's quintic coefficients (torch.optim.Muon's defaults).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
+                            coefficients: tuple[float, float, float] = NS_COEFFICIENTS) -> torch.Tensor:
     """Approximately orthogonalise ``g`` (U S V^T -> about U V^T) by a quintic Newton-Schulz iteration.
 
     The coefficients (3.4445, -4.7750, 2.0315) are Keller Jordan's: they push singular
     values towards 1 fast, landing in roughly [0.7, 1.2] rather than exactly 1. Runs in
     bfloat16, as the reference does.
     """
-    a, b, c = 3.4445, -4.7750, 2.0315
+    a, b, c = coefficients
     x = g.bfloat16()
     tall = g.size(0) > g.size(1)
     if tall:
@@ -51,13 +62,16 @@ class NewtonSchulzMuon(torch.optim.Optimizer):
     Per 2-D parameter: momentum as an average ``m = lerp(m, g, 1 - momentum)``; with
     Nesterov the direction is ``lerp(g, m, momentum)``; it is orthogonalised, scaled by
     ``sqrt(max(1, rows / cols))``, and applied after decoupled weight decay
-    ``p *= 1 - lr * weight_decay``.
+    ``p *= 1 - lr * weight_decay``. A parameter sharded by FSDP2 (a ``DTensor``) gets its
+    rows of the update of the whole matrix. The groups hold ``torch.optim.Muon``'s fields
+    (``ns_coefficients``, ``eps``, ``adjust_lr_fn``: only its default, ``None``, is done).
     """
 
     def __init__(self, params, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5) -> None:
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
-                                      nesterov=nesterov, ns_steps=ns_steps))
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=ns_steps,
+                                      adjust_lr_fn=None))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -71,7 +85,11 @@ class NewtonSchulzMuon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 direction = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = zeropower_newton_schulz(direction, group["ns_steps"])
+                sharded = isinstance(direction, DTensor)
+                update = zeropower_newton_schulz(direction.full_tensor() if sharded else direction,
+                                                 group["ns_steps"], group["eps"], group["ns_coefficients"])
+                if sharded:  # the same whole update on every process: keep this one's rows
+                    update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
                 p.add_(update, alpha=-group["lr"] * scale)
@@ -146,6 +164,7 @@ def build_optimizers(model: nn.Module, *, name: str, lr: float, muon_lr: float,
               {"params": no_decay, "weight_decay": 0.0}]
     optimizers: list[torch.optim.Optimizer] = [_adamw(groups, lr, betas, fused)]
     if matrices:
-        muon_cls = getattr(torch.optim, "Muon", NewtonSchulzMuon)
+        sharded = any(isinstance(p, DTensor) for p in matrices)
+        muon_cls = NewtonSchulzMuon if sharded else getattr(torch.optim, "Muon", NewtonSchulzMuon)
         optimizers.append(muon_cls(matrices, lr=muon_lr, weight_decay=weight_decay, momentum=0.95))
     return Optimizers(optimizers)

@@ -448,7 +448,7 @@ class Rollouts:
         self.best_accuracy = state["best_accuracy"]
         if state["queue"] and len(state["queue"]) != self.info.world_size:
             raise LanternError(f"cannot resume the rollouts on {self.info.world_size} process(es): the checkpoint "
-                               f"was written by {len(state['queue'])} in the middle of reusing a rollout "
+                               f"was written by {len(state['queue'])} processes in the middle of reusing a rollout "
                                f"(updates_per_batch); resume on as many, or from a checkpoint at a multiple "
                                f"of updates_per_batch steps")
         self._shares = state["queue"]  # every process's batches of the rollout being reused, or none
