@@ -9,8 +9,10 @@ For each task and each level (``none`` = no thinking, ``low``, ``medium``, ``hig
 3. each completion is judged by the task's own :meth:`~lanternlm.tasks.base.Task.grade`
    (thinking and answer split on ids by :func:`lanternlm.chat.split_reply`).
 
-The table reports correct / examples, accuracy, the mean thinking length in tokens and how
-many answers never reached ``<|end|>``. Beside it, **bits per byte** on the validation shards
+The table reports correct / examples, accuracy, the mean thinking length in tokens, how
+many answers never reached ``<|end|>``, and what always giving the most common answer would
+score on the same questions (:meth:`~lanternlm.tasks.base.Task.constant_baseline`: a score
+is only as good as its distance above that). Beside it, **bits per byte** on the validation shards
 of the pretraining run at the root of the run's lineage (:meth:`lanternlm.run.Run.lineage`),
 for the model and for that base model: the difference is what fine-tuning cost on ordinary
 text. Results go to ``RUN/eval.json`` and a chart ``RUN/eval.png``.
@@ -39,7 +41,7 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
     """Accuracy of ``engine`` on ``n`` held-out examples per task, at each level.
 
     Returns one row per (task, level): ``task, level, examples, correct, accuracy,
-    mean_thinking_tokens, unfinished`` and a few ``samples`` (question, thinking, answer,
+    mean_thinking_tokens, unfinished, baseline`` (``[answer, share]`` or None) and a few ``samples`` (question, thinking, answer,
     correct) to look at.
     """
     from .generate import thinking_budget as budget_for
@@ -60,6 +62,7 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
         if len(examples) < n:
             logger.warning(f"{task.name}: only {len(examples)} distinct held-out examples; evaluating those")
             bar.total -= len(levels) * (n - len(examples))
+        baseline = task.constant_baseline(examples)
         for level in levels:
             prompts = [render_for_generation(task.to_conversation(ex, level)[:-1], tokenizer, level)
                        for ex in examples]
@@ -80,7 +83,8 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
                 bar.update(len(batch))
             rows.append({"task": task.name, "level": level, "examples": len(examples), "correct": correct,
                          "accuracy": correct / len(examples), "mean_thinking_tokens": thought / len(examples),
-                         "unfinished": unfinished, "samples": samples})
+                         "unfinished": unfinished, "baseline": list(baseline) if baseline else None,
+                         "samples": samples})
     bar.close()
     return rows
 
@@ -164,10 +168,12 @@ def evaluate_run(run: str | os.PathLike, tasks: Sequence[str] | None = None,
 
 def format_table(result: dict[str, Any]) -> str:
     """The evaluation as a text table (what ``lantern eval`` prints), bits per byte below."""
-    lines = [f"{'task':<11} {'level':<7} {'correct':>9} {'accuracy':>8} {'thinking':>9} {'unfinished':>10}"]
+    lines = [f"{'task':<11} {'level':<7} {'correct':>9} {'accuracy':>8} {'thinking':>9} {'unfinished':>10}"
+             f"  {'constant answer':<15}"]
     for r in result["rows"]:
         lines.append(f"{r['task']:<11} {r['level']:<7} {str(r['correct']) + '/' + str(r['examples']):>9} "
-                     f"{r['accuracy']:>8.1%} {r['mean_thinking_tokens']:>9.1f} {r['unfinished']:>10}")
+                     f"{r['accuracy']:>8.1%} {r['mean_thinking_tokens']:>9.1f} {r['unfinished']:>10}"
+                     f"  {_baseline(r)}".rstrip())
     if result.get("bpb") is not None:
         line = f"bits per byte on the base validation set: {result['bpb']:.4f}"
         if result.get("base_bpb") is not None:
@@ -176,16 +182,27 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _baseline(row: dict[str, Any]) -> str:
+    """``'27% ("1")'``: the share always giving the most common answer would score."""
+    if not row.get("baseline"):
+        return ""
+    answer, share = row["baseline"]
+    return f"{share:.0%} ({json.dumps(answer)})"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
-    """The task x level accuracies as a Markdown table (one row per task, counts included)."""
+    """The task x level accuracies as a Markdown table (one row per task, counts included),
+    the constant-answer baseline in the last column."""
     levels = list(dict.fromkeys(r["level"] for r in result["rows"]))
     tasks = list(dict.fromkeys(r["task"] for r in result["rows"]))
     cell = {(r["task"], r["level"]): r for r in result["rows"]}
-    lines = ["| task | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
+    first = {r["task"]: r for r in reversed(result["rows"])}
+    lines = ["| task | " + " | ".join(levels) + " | constant answer |", "|---|" + "---|" * (len(levels) + 1)]
     for task in tasks:
         lines.append(f"| {task} | " + " | ".join(
             f"{cell[task, lv]['accuracy']:.0%} ({cell[task, lv]['correct']}/{cell[task, lv]['examples']}, "
-            f"{cell[task, lv]['mean_thinking_tokens']:.0f} tok)" if (task, lv) in cell else "-" for lv in levels) + " |")
+            f"{cell[task, lv]['mean_thinking_tokens']:.0f} tok)" if (task, lv) in cell else "-" for lv in levels)
+            + f" | {_baseline(first[task]) or '-'} |")
     return "\n".join(lines)
 
 
@@ -214,14 +231,17 @@ def plot_eval(result: dict[str, Any], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
+def demo_transcript(run: str | os.PathLike, questions: Sequence[Any], *,
                     levels: Sequence[str] = ("none", "high"), system: str | None = None,
                     max_tokens: int = 320, thinking_budget: int | None = None,
                     show_thinking: bool = True, device: str | None = None) -> str:
     """A short chat transcript: each question answered greedily at each level.
 
-    What the quickstart prints at its end; thinking shown in ``[thinking] ...`` lines.
+    What the quickstart prints at its end; thinking shown in ``[thinking] ...`` lines. A
+    question may be a task :class:`~lanternlm.tasks.Example`: its answers are then graded
+    by the task and marked ``(right)`` or ``(wrong; expected ...)``.
     """
+    from .tasks import Example, get_task
     from .generate import thinking_budget as budget_for
     from .sampling import SamplingParams
 
@@ -231,6 +251,8 @@ def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
     budget = budget_for(tokenizer, thinking_budget)
     lines = []
     for question in questions:
+        example = question if isinstance(question, Example) else None
+        question = example.question if example else question
         lines.append(f"user: {question}")
         for level in levels:
             messages = ([{"role": "system", "content": system}] if system else []) + \
@@ -241,6 +263,11 @@ def demo_transcript(run: str | os.PathLike, questions: Sequence[str], *,
             thinking, answer = split_reply(out.tokens, chat)
             if show_thinking and thinking:
                 lines += [f"  [thinking, {level}] {line}" for line in tokenizer.decode(thinking).strip().splitlines()]
-            lines.append(f"assistant ({level}): {tokenizer.decode(answer).strip()}")
+            text = tokenizer.decode(answer).strip()
+            verdict = ""
+            if example:
+                right = get_task(example.task).evaluate(example, text)
+                verdict = "  (right)" if right else f"  (wrong; expected {example.answer})"
+            lines.append(f"assistant ({level}): {text}{verdict}")
         lines.append("")
     return "\n".join(lines)

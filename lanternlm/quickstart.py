@@ -32,12 +32,18 @@ from typing import Any
 from .config import atomic_write_text, option
 from .errors import LanternError
 from .log import logger
+from .tasks import Example
 
 MARKER = "quickstart.json"
 
-#: What the quickstart's chat step shows at the end.
-DEMO_QUESTIONS = ("Hello! Who are you?", "How many r's are in strawberry?", "What is 47 + 385?",
-                  "Reverse the word 'lantern'.")
+#: What the quickstart's chat step shows at the end; the task questions are graded (the
+#: words are held out of training: see :data:`lanternlm.tasks.words.ENGLISH_WORDS`).
+DEMO_QUESTIONS = (
+    "Hello! Who are you?",
+    Example("letters", "strawberry", "How many r's are in strawberry?", "3", {"word": "strawberry", "letter": "r"}),
+    Example("arithmetic", "47+385", "What is 47 + 385?", "432", {"a": 47, "b": 385, "op": "add"}),
+    Example("reverse", "lantern", "Reverse the word 'lantern'.", "nretnal", {"word": "lantern"}),
+)
 
 
 @dataclass

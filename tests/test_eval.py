@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -42,6 +43,7 @@ def test_accuracy_thinking_length_and_unfinished_are_counted_exactly(tokenizer):
     rows = evaluate_tasks(engine, tokenizer, ["letters"], ["none", "low"], n=1, max_tokens=40)
     assert [(r["level"], r["correct"], r["examples"], r["mean_thinking_tokens"], r["unfinished"]) for r in rows] \
         == [("none", 1, 1, 0.0, 0), ("low", 1, 1, 0.0, 0)]
+    assert rows[0]["baseline"] == [example.answer, 1.0]  # one question: its answer is the constant one
     assert rows[1]["samples"][0]["answer"] == TASKS["letters"].reply(example)
     # a real thinking segment is counted in tokens
     engine, _ = engine_for(tokenizer, "high", [t.think, *thinking, t.end_think, *answer, t.end])
@@ -68,13 +70,14 @@ def test_bad_levels_and_sizes_are_errors(tokenizer):
 
 def test_tables():
     rows = [{"task": "letters", "level": lv, "examples": 4, "correct": c, "accuracy": c / 4,
-             "mean_thinking_tokens": m, "unfinished": 0} for lv, c, m in (("none", 1, 0.0), ("high", 4, 41.5))]
+             "mean_thinking_tokens": m, "unfinished": 0, "baseline": ["1", 0.5]}
+            for lv, c, m in (("none", 1, 0.0), ("high", 4, 41.5))]
     result = {"rows": rows, "n": 4, "bpb": 2.5, "base_bpb": 2.25}
-    assert markdown_table(result) == ("| task | none | high |\n|---|---|---|\n"
-                                      "| letters | 25% (1/4, 0 tok) | 100% (4/4, 42 tok) |")
+    assert markdown_table(result) == ("| task | none | high | constant answer |\n|---|---|---|---|\n"
+                                      '| letters | 25% (1/4, 0 tok) | 100% (4/4, 42 tok) | 50% ("1") |')
     assert format_table(result).splitlines()[1:] == [
-        "letters     none          1/4    25.0%       0.0          0",
-        "letters     high          4/4   100.0%      41.5          0",
+        'letters     none          1/4    25.0%       0.0          0  50% ("1")',
+        'letters     high          4/4   100.0%      41.5          0  50% ("1")',
         "bits per byte on the base validation set: 2.5000 (base model 2.2500, +0.2500 from fine-tuning)"]
 
 
@@ -96,6 +99,13 @@ def test_evaluate_run_writes_results_with_bits_per_byte(tokenizer, tmp_path, cap
     assert "reverse     low           " in printed and "bits per byte" not in printed
     transcript = demo_transcript(run, ["hello"], levels=("none", "high"), max_tokens=4, thinking_budget=1)
     assert transcript.startswith("user: hello\n") and "assistant (none):" in transcript
+    example = TASKS["letters"].generate(1, 0, split="test")[0]
+    transcript = demo_transcript(run, [example], levels=("none", "high"), max_tokens=6, thinking_budget=1)
+    replies = [line for line in transcript.splitlines() if line.startswith("assistant")]
+    assert len(replies) == 2
+    for line in replies:  # each answer carries the task's own verdict on it
+        text, verdict = re.fullmatch(r"assistant \(\w+\): (.*?)  \((right|wrong; expected \d+)\)", line).groups()
+        assert (verdict == "right") == TASKS["letters"].evaluate(example, text)
 
 
 def test_eval_and_inspect_thinking_report_the_same_numbers(tokenizer, tmp_path):

@@ -2,6 +2,7 @@
 
 import re
 import statistics
+from collections import Counter
 
 import pytest
 
@@ -10,7 +11,7 @@ from lanternlm.errors import LanternError
 from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
                              numbers_in, split_of, write_jsonl)
 from lanternlm.tasks.base import TEST_PERCENT
-from lanternlm.tasks.words import word_list
+from lanternlm.tasks.words import ENGLISH_WORDS, word_list
 from lanternlm.tokenizer import Tokenizer
 
 LEVELS = ("low", "medium", "high")
@@ -44,20 +45,58 @@ def test_train_and_test_never_share_a_key(name):
     train = task.generate(1500, seed=0, split="train")
     test = task.generate(20 if name == "glue" else 60, seed=0, split="test")
     assert {e.key for e in train}.isdisjoint({e.key for e in test})
-    assert all(split_of(name, e.key) == "train" for e in train)
-    assert all(split_of(name, e.key) == "test" for e in test)
+    assert all(task.split(e.key) == "train" for e in train)
+    assert all(task.split(e.key) == "test" for e in test)
     assert len({(e.key, *sorted(e.fields.items())) for e in test}) == len(test)  # all distinct
 
 
-def test_held_out_words_are_about_ten_percent_and_strawberry_is_there():
+def test_held_out_words_are_about_ten_percent_and_english_words_are_held_out_whole():
     words = word_list()
-    assert words == tuple(sorted(set(words))) and "strawberry" in words and len(words) > 1000
+    assert words == tuple(sorted(set(words))) and len(words) > 1000
     assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 12 for w in words)
     share = sum(split_of("letters", w) == "test" for w in words) / len(words)
     assert abs(share - TEST_PERCENT / 100) < 0.03
     letter_test_words = {e.fields["word"] for e in TASKS["letters"].generate(100, seed=1, split="test")}
     train_words = {e.fields["word"] for e in TASKS["letters"].generate(3000, seed=1)}
     assert letter_test_words.isdisjoint(train_words)
+    for name in ("letters", "reverse"):  # "strawberry" and co. are asked about, never trained on
+        train = {e.key for e in TASKS[name].generate(5000, seed=2)}
+        test = {e.key for e in TASKS[name].generate(300, seed=2, split="test")}
+        assert "strawberry" in ENGLISH_WORDS and train.isdisjoint(ENGLISH_WORDS)
+        assert 0.2 < len(test & set(ENGLISH_WORDS)) / len(test) < 0.6
+
+
+def test_a_constant_letter_count_scores_at_most_a_third():
+    for seed in range(3):
+        answers = Counter(e.answer for e in TASKS["letters"].generate(200, seed=seed, split="test"))
+        assert answers.most_common(1)[0][1] / 200 <= 0.35
+        assert {"0", "1", "2", "3"} <= set(answers)
+
+
+@pytest.mark.parametrize("reply,correct", [
+    ('The letter u appears 1 time in "urldefrag".', True),
+    ("There is one u.", True),
+    ("1", True),
+    ('The letter u appears 1 time in "crcrcr".', False),  # the example: right number, other word
+    ("The letter r appears 1 time.", False),
+    ("There is 1 r's.", False),
+    ('The letter u appears 2 times in "urldefrag".', False),
+])
+def test_letters_grading_is_strict_about_the_word_and_letter(reply, correct):
+    example = Example("letters", "urldefrag", "How many u's are in urldefrag?", "1",
+                      {"word": "urldefrag", "letter": "u"})
+    assert TASKS["letters"].evaluate(example, reply) is correct
+
+
+def test_reversal_and_arithmetic_grading_check_what_they_restate():
+    rev = Example("reverse", "lantern", "Reverse the word lantern.", "nretnal", {"word": "lantern"})
+    assert TASKS["reverse"].evaluate(rev, '"lantern" reversed is "nretnal".')
+    assert TASKS["reverse"].evaluate(rev, "nretnal")
+    assert not TASKS["reverse"].evaluate(rev, '"lanterns" reversed is "nretnal".')
+    add = Example("arithmetic", "47+385", "What is 47 + 385?", "432", {"a": 47, "b": 385, "op": "add"})
+    assert TASKS["arithmetic"].evaluate(add, "47 + 385 = 432.")
+    assert TASKS["arithmetic"].evaluate(add, "The answer is 432")
+    assert not TASKS["arithmetic"].evaluate(add, "47 + 358 = 432.")
 
 
 def test_bad_generation_arguments():

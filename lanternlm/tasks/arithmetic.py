@@ -145,6 +145,7 @@ class Arithmetic(Task):
 
     name = "arithmetic"
     description = "add, subtract and multiply whole numbers with step-by-step traces"
+    held_out = frozenset({"47+385"})  # the quickstart demo's sum is never trained on
 
     def __init__(self, ops: tuple[str, ...] = ("add", "sub", "mul"), max_digits: int = 3,
                  max_mul_digits: int = 2):
@@ -191,6 +192,18 @@ class Arithmetic(Task):
             return str(found[0])
         found = numbers_in(answer_text)
         return str(found[-1]) if found else None
+
+    def restates(self, example: Example, answer_text: str) -> bool:
+        """The numbers before the last ``=``, if any, are the two operands in order.
+
+        >>> ex = Arithmetic().generate(1, seed=0)[0]
+        >>> Arithmetic().restates(ex, Arithmetic().reply(ex)), Arithmetic().restates(ex, f"1 + 2 = {ex.answer}.")
+        (True, False)
+        """
+        if "=" not in answer_text:
+            return True
+        found = numbers_in(answer_text.rsplit("=", 1)[0])
+        return not found or found == [example.fields["a"], example.fields["b"]]
 
     def thinking(self, example: Example, level: str) -> str:
         check_level(self.name, level)

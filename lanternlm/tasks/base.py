@@ -12,7 +12,8 @@ judges the answer. A subclass writes four things:
 
 The split is a pure function of the example's ``key`` (the word, the sum, ...):
 ``split_of(task, key)`` hashes it, so a held-out key never appears in training,
-whatever the seed and however many examples are drawn.
+whatever the seed and however many examples are drawn. A task may also hold out whole
+keys (:attr:`Task.held_out`: the ordinary English words of the word tasks).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import abc
 import hashlib
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -51,9 +53,9 @@ class Example:
 def split_of(task: str, key: str) -> str:
     """``"test"`` for about :data:`TEST_PERCENT` % of keys, ``"train"`` for the rest.
 
-    >>> split_of("letters", "strawberry")
+    >>> split_of("letters", "python")
     'train'
-    >>> split_of("letters", "strawberry") == split_of("letters", "strawberry")
+    >>> split_of("letters", "python") == split_of("letters", "python")
     True
     """
     digest = hashlib.sha256(f"{task}\0{key}".encode()).digest()
@@ -92,6 +94,18 @@ def numbers_in(text: str) -> list[int]:
     return found
 
 
+_QUOTED = re.compile(r"\"([^\"]*)\"|(?<![A-Za-z])'([^']*)'(?![A-Za-z])|`([^`]*)`|\*\*([^*]*)\*\*")
+
+
+def quoted_in(text: str) -> list[str]:
+    """The strings quoted in ``text`` ("", '', `` or **bold**), in order.
+
+    >>> quoted_in('''The letter 'r' appears 3 times in "strawberry", **3**.''')
+    ['r', 'strawberry', '3']
+    """
+    return [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(text)]
+
+
 @dataclass(frozen=True)
 class Graded:
     """A model's reply to an example: its thinking ids, its answer text, and the verdict."""
@@ -106,6 +120,7 @@ class Task(abc.ABC):
 
     name: str = ""
     description: str = ""
+    held_out: frozenset[str] = frozenset()  # keys that are always "test"
 
     # ------------------------------------------------------------------ to write per task
 
@@ -126,6 +141,10 @@ class Task(abc.ABC):
         """The final answer found in a reply (comparable to ``example.answer``), or None."""
 
     # ------------------------------------------------------------------ shared
+
+    def split(self, key: str) -> str:
+        """The split of ``key``: ``"test"`` if held out whole, else :func:`split_of`."""
+        return "test" if key in self.held_out else split_of(self.name, key)
 
     def generate(self, n: int, seed: int, split: str = "train", at_most: bool = False) -> list[Example]:
         """``n`` examples of ``split``, the same for the same seed.
@@ -152,7 +171,7 @@ class Task(abc.ABC):
                     f"{n} asked; ask for fewer")
             misses += 1
             example = self.sample(rng)
-            if split_of(self.name, example.key) != split:
+            if self.split(example.key) != split:
                 continue
             if split == "test":
                 identity = f"{example.key}\0{sorted(example.fields.items())}"
@@ -164,8 +183,29 @@ class Task(abc.ABC):
         return examples
 
     def evaluate(self, example: Example, answer_text: str) -> bool:
-        """True when the answer (the reply without its thinking) is the example's."""
-        return self.parse(answer_text) == example.answer
+        """True when the answer (the reply without its thinking) is the example's and
+        whatever it restates of the question is right (:meth:`restates`)."""
+        return self.parse(answer_text) == example.answer and self.restates(example, answer_text)
+
+    def restates(self, example: Example, answer_text: str) -> bool:
+        """False when the reply restates the question wrongly: a right number for another
+        word or other operands is not a right answer. True when it restates nothing."""
+        return True
+
+    def constant_baseline(self, examples: Sequence[Example]) -> tuple[str, float] | None:
+        """The score of always giving the most common answer: ``(answer, share)``.
+
+        What a model scores without reading the question; printed beside every table.
+        None for an empty list (and for tasks whose answers are not compared as such).
+
+        >>> from lanternlm.tasks import get_task
+        >>> get_task("letters").constant_baseline([Example("letters", w, "?", n) for w, n in zip("abcd", "1121")])
+        ('1', 0.75)
+        """
+        if not examples:
+            return None
+        answer, count = Counter(e.answer for e in examples).most_common(1)[0]
+        return answer, count / len(examples)
 
     def reward(self, example: Example, answer_text: str) -> float:
         """1.0 for a correct final answer, 0.0 otherwise (what RL maximises)."""

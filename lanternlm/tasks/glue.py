@@ -176,6 +176,10 @@ class Glue(Task):
         """The reply itself (glue answers are free text, judged by :meth:`evaluate`)."""
         return answer_text.strip() or None
 
+    def constant_baseline(self, examples) -> None:
+        """None: a glue reply is judged by a rubric, not compared with one answer."""
+        return None
+
     def evaluate(self, example: Example, answer_text: str) -> bool:
         """Does the reply do what this kind of request calls for?
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 import re
 
-from .base import Example, Task, check_level
-from .words import word_list
+from .base import Example, Task, check_level, quoted_in
+from .words import ENGLISH_WORDS, draw_word
 
 _QUESTIONS = (
     "Reverse the word {w}.",
@@ -23,7 +23,6 @@ _QUESTIONS = (
     "Spell {w} backwards.",
     "Write '{w}' in reverse.",
 )
-_QUOTED = re.compile(r"\"([^\"]*)\"|(?<![A-Za-z])'([^']*)'(?![A-Za-z])|`([^`]*)`|\*\*([^*]*)\*\*")
 _LETTERS = re.compile(r"[A-Za-z]+")
 
 
@@ -32,9 +31,10 @@ class WordReversal(Task):
 
     name = "reverse"
     description = "spell a word backwards (\"Reverse the word lantern.\")"
+    held_out = frozenset(ENGLISH_WORDS)
 
     def sample(self, rng: random.Random) -> Example:
-        word = rng.choice(word_list())
+        word = draw_word(rng)
         question = rng.choice(_QUESTIONS).format(w=word)
         return Example(self.name, word, question, word[::-1], {"word": word})
 
@@ -66,8 +66,19 @@ class WordReversal(Task):
         >>> WordReversal().parse("It is NRETNAL")
         'nretnal'
         """
-        quoted = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(answer_text)]
+        quoted = quoted_in(answer_text)
         if quoted:
             return quoted[-1].strip().lower()
         words = _LETTERS.findall(answer_text)
         return words[-1].lower() if words else None
+
+    def restates(self, example: Example, answer_text: str) -> bool:
+        """Every quoted string before the answer is the asked word.
+
+        >>> ex = WordReversal().generate(1, seed=0)[0]
+        >>> WordReversal().restates(ex, f'"{ex.key}" reversed is "{ex.answer}".')
+        True
+        >>> WordReversal().restates(ex, f'"lantern" reversed is "{ex.answer}".')
+        False
+        """
+        return all(q.strip().lower() == example.fields["word"] for q in quoted_in(answer_text)[:-1])
