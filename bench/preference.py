@@ -53,7 +53,8 @@ def read_metrics(run: Path) -> list[dict]:
 
 def accuracy_table(before: list[dict], after: list[dict]) -> tuple[str, dict]:
     cells = {}
-    lines = ["| task | " + " | ".join(REASONING_LEVELS) + " |", "|---|" + "---|" * len(REASONING_LEVELS)]
+    lines = ["| task | " + " | ".join(REASONING_LEVELS) + " | constant answer |",
+             "|---|" + "---|" * (len(REASONING_LEVELS) + 1)]
     for task in dict.fromkeys(r["task"] for r in before):
         row = []
         for level in REASONING_LEVELS:
@@ -64,7 +65,8 @@ def accuracy_table(before: list[dict], after: list[dict]) -> tuple[str, dict]:
                 continue
             cells[(task, level)] = (a["accuracy"], b["accuracy"])
             row.append(f"{a['accuracy']:.0%} → {b['accuracy']:.0%} ({(b['accuracy'] - a['accuracy']) * 100:+.0f})")
-        lines.append(f"| {task} | " + " | ".join(row) + " |")
+        baseline = next(r.get("baseline") for r in before if r["task"] == task)
+        lines.append(f"| {task} | " + " | ".join(row) + f" | {f'{baseline[1]:.0%} ({baseline[0]!r})' if baseline else '-'} |")
     return "\n".join(lines), cells
 
 
