@@ -231,3 +231,30 @@ def serve(*runs):
     from lanternlm.serve.app import ServeConfig, load_models
 
     return load_models([str(r) for r in runs], ServeConfig(device="cpu", max_batch=2))
+
+
+def test_preference_and_rl_stages_start_from_an_imported_run(tmp_path, tokenizer_doc):
+    """dpo, reward and rl take an imported run as their base, as sft does: the chat markers
+    are added in the same one place, and the on-policy sampler writes chats with them."""
+    from lanternlm.chat import CHAT_MARKERS, render_for_generation
+    from lanternlm.train.finetune import chat_engine
+
+    config = hf_models(vocab_size(tokenizer_doc))["llama-gqa-untied"]
+    hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    base = import_model(ImportConfig(source=str(tmp_path / "hf")), tmp_path / "run")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": q, "chosen": c, "rejected": r}) + "\n" for q, c, r in (
+        ("Spell cat", "c a t", "dog"), ("Say hi", "Hello!", "No."), ("2 + 2?", "4", "5"), ("Name a colour", "red", "7"))))
+    common = ["--base", str(base), "--device", "cpu", "--block-size", "256", "--max-steps", "1", "--batch-size", "2"]
+    assert main(["dpo", *common, "--pairs", str(pairs), "--out", str(tmp_path / "dpo")]) == 0
+    assert main(["reward", *common, "--pairs", str(pairs), "--out", str(tmp_path / "rm")]) == 0
+    assert main(["rl", *common, "--reward", "tasks:letters", "--group-size", "2", "--max-tokens", "4",
+                 "--eval-questions", "1", "--eval-samples", "2", "--out", str(tmp_path / "rl")]) == 0
+    engine, tokenizer = chat_engine(Run(base), "cpu")
+    for name, stage in (("dpo", "dpo"), ("rm", "reward"), ("rl", "rl")):
+        run = Run(tmp_path / name)
+        assert run.stage == stage and list(run.record["added_special_tokens"]) == list(CHAT_MARKERS)
+        assert run.tokenizer == tokenizer
+    prompt = render_for_generation([{"role": "user", "content": "hi"}], tokenizer, "none")
+    out = engine.generate([prompt], max_tokens=3, sampling=SamplingParams(temperature=0.0))[0]
+    assert len(out.tokens) == 3 and max(out.tokens) < tokenizer.vocab_size

@@ -298,9 +298,7 @@ def dpo(config: DPOConfig, run_dir: str | Path, *, resume: bool = False,
     """Run (or with ``resume``, continue) DPO into ``run_dir``; returns the summary."""
     check_config(config)
     config, sources, base = finetune.start(config, "dpo", run_dir, sources)
-    if not base.chat:
-        raise LanternError(f"--base {base.path}: a run of stage {base.stage!r} does not speak the chat format; "
-                           f"DPO starts from a chat run (lantern sft)")
+    finetune.check_chat_base(base, "DPO")
     run_dir = Path(run_dir)
     check_fresh(run_dir, resume, "dpo")  # before sampling pairs into it
     P.make_task_pairs(config, base, run_dir, resume)

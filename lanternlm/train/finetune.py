@@ -150,6 +150,29 @@ def model_for(config: FinetuneConfig, base: Run, device: torch.device):
     return resized, tokenizer
 
 
+def check_chat_base(base: Run, what: str) -> None:
+    """Raise unless ``base`` speaks the chat format or is an imported model (which learns it
+    here: its tokenizer gets the chat markers, :func:`add_chat_tokens`). ``what`` names the
+    stage in the message ("DPO"). A base of our own pretraining is refused: it has never
+    seen a chat, and a preference or RL stage on it is almost always a forgotten ``sft``."""
+    if not (base.chat or base.stage == "import"):
+        raise LanternError(f"--base {base.path}: a run of stage {base.stage!r} does not speak the chat format; "
+                           f"{what} starts from a chat run (lantern sft) or an imported model (lantern import)")
+
+
+def chat_engine(base: Run, device: str | torch.device | None = None):
+    """``(engine, tokenizer)`` that write chats with the base run's model: its own, or for a
+    base without the chat markers (an imported model) the model and tokenizer with them
+    added (:func:`add_chat_tokens`), sampling the markers too. What the on-policy pair
+    sampler uses before training starts."""
+    from ..engine import Engine
+
+    model, tokenizer = add_chat_tokens(base.model(device), base.tokenizer)
+    if tokenizer is base.tokenizer:
+        return base.engine(device), tokenizer
+    return Engine(model, vocab_limit=vocab_limit(base, tokenizer)), tokenizer
+
+
 def chat_tokens_missing(tokenizer) -> list[str]:
     """The special tokens :mod:`lanternlm.chat` renders with that ``tokenizer`` lacks: the
     chat markers, and ``<|endoftext|>`` when it has no end-of-text token of its own."""

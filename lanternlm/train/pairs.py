@@ -32,7 +32,7 @@ from ..data.loader import collate
 from ..data.preference import Pair, load_pairs, render_pair, write_pairs
 from ..errors import LanternError
 from ..log import logger
-from .finetune import FinetuneConfig
+from .finetune import FinetuneConfig, chat_engine
 
 TRAIN_PAIRS, VAL_PAIRS = "pairs.jsonl", "val_pairs.jsonl"
 
@@ -94,11 +94,11 @@ def make_task_pairs(config: PreferenceConfig, base, run_dir: Path, resume: bool)
     if resume and (run_dir / TRAIN_PAIRS).is_file() and (run_dir / VAL_PAIRS).is_file():
         logger.info(f"task pairs: reading {run_dir / TRAIN_PAIRS} and {run_dir / VAL_PAIRS} again")
         return
-    engine = base.engine(config.device)
+    engine, tokenizer = chat_engine(base, config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     for split, name, questions in (("train", TRAIN_PAIRS, config.pair_questions),
                                    ("test", VAL_PAIRS, max(1, config.pair_questions // 4))):
-        pairs, _ = on_policy_pairs(engine, base.tokenizer, config.pairs_from_tasks, questions,
+        pairs, _ = on_policy_pairs(engine, tokenizer, config.pairs_from_tasks, questions,
                                    k=config.pair_samples, levels=config.pair_levels, split=split,
                                    seed=config.seed, temperature=config.pair_temperature,
                                    max_tokens=config.pair_max_tokens)

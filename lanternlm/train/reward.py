@@ -162,9 +162,8 @@ def reward(config: RewardConfig, run_dir: str | Path, *, resume: bool = False,
     """Run (or with ``resume``, continue) reward-model training into ``run_dir``."""
     check_config(config)
     config, sources, base = finetune.start(config, "reward", run_dir, sources)
-    if not (base.chat or base.stage == "reward"):
-        raise LanternError(f"--base {base.path}: a run of stage {base.stage!r} does not speak the chat format; "
-                           f"a reward model starts from a chat run (lantern sft)")
+    if base.stage != "reward":  # (a reward run may be trained further)
+        finetune.check_chat_base(base, "a reward model")
     run_dir = Path(run_dir)
     check_fresh(run_dir, resume, "reward")  # before sampling pairs into it
     P.make_task_pairs(config, base, run_dir, resume)

@@ -670,9 +670,7 @@ def rl(config: RLConfig, run_dir: str | Path, *, resume: bool = False,
     """Run (or with ``resume``, continue) RL into ``run_dir``; returns the summary."""
     check_config(config)
     config, sources, base = finetune.start(config, "rl", run_dir, sources)
-    if not base.chat:
-        raise LanternError(f"--base {base.path}: a run of stage {base.stage!r} does not speak the chat format; "
-                           f"RL starts from a chat run (lantern sft)")
+    finetune.check_chat_base(base, "RL")
     return train("rl", config, run_dir, functools.partial(build, config, sources, base),
                  resumable=RL_RESUMABLE, resume=resume, sources=sources, parent=config.base)
 
