@@ -20,7 +20,7 @@ from lanternlm.errors import LanternError
 from lanternlm.memory import num_params
 from lanternlm.run import Run
 from lanternlm.serve.app import ServeConfig, create_app, load_models
-from lanternlm.serve.worker import Busy, Worker
+from lanternlm.serve.worker import Busy, LoopSink, Worker
 
 from serve_helpers import ANSWER, HI, THOUGHT, Server, make_runs
 
@@ -355,6 +355,38 @@ def test_worker_refuses_beyond_its_queue_and_frees_cancelled_rows(runs):
         assert worker.call(lambda: engine.score([1, 2, 3])).result(5)[0][0] <= 0
     finally:
         worker.close()
+
+
+def test_a_loop_is_woken_once_per_step_for_all_its_requests(runs):
+    """Four concurrent requests on one event loop: their events arrive as each request's
+    own ordered stream (its steps' lists, then None), and the worker woke the loop once per
+    step for the four, not once per request."""
+    engine = Run(runs["thinker"]).engine("cpu")
+    worker = Worker(engine, max_batch=4)
+
+    async def go() -> tuple[list[list], int]:
+        loop = asyncio.get_running_loop()
+        wakes, real = [], loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a: (wakes.append(a), real(*a))[1]
+        queues = [asyncio.Queue() for _ in range(4)]
+        with worker._wake:  # the worker takes its inbox under this lock: all four join one step
+            for q in queues:
+                worker.submit(Request([1, 2, 3], max_tokens=12), LoopSink(loop, q))
+        streams = []
+        for q in queues:
+            items = [await q.get()]
+            while items[-1] is not None:
+                items.append(await q.get())
+            streams.append(items)
+        return streams, len(wakes)
+    try:
+        streams, wakes = asyncio.run(go())
+    finally:
+        worker.close()
+    for items in streams:
+        assert items[-1] is None and all(isinstance(batch, list) for batch in items[:-1])
+        assert [e.index for batch in items[:-1] for e in batch] == list(range(12))
+    assert wakes == 12  # one per step (the finishes ride with the last), not 4 x 12
 
 
 def test_a_disconnected_stream_frees_its_row(runs):

@@ -31,7 +31,7 @@ from ..run import Run
 from ..sampling import SamplingParams
 from ..tokenizer import Tokenizer
 from . import schema
-from .worker import Ticket, Worker
+from .worker import LoopSink, Ticket, Worker
 
 MAX_STOPS = 16
 LOG_ZERO = -9999.0  # what a log-probability of 0 is sent as (JSON has no -inf), as OpenAI does
@@ -79,8 +79,7 @@ class Job:
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = served.worker
-        self.ticket: Ticket = served.worker.submit(
-            request, lambda item: loop.call_soon_threadsafe(self.queue.put_nowait, item))
+        self.ticket: Ticket = served.worker.submit(request, LoopSink(loop, self.queue))
         self.over = False
 
     async def batches(self) -> AsyncIterator[list[TokenEvent]]:
