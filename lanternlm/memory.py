@@ -96,15 +96,17 @@ def available_memory() -> dict[str, int]:
     return found
 
 
-def check_fits(config: GPTConfig, device, training: bool = False) -> None:
+def check_fits(config: GPTConfig, device, training: bool = False, shards: int = 1) -> None:
     """Raise :class:`LanternError` before allocating a model whose fp32 weights (training:
     weights, gradients and two AdamW states, 16 bytes a parameter) exceed the total memory
-    of ``device`` (the RAM for the CPU): a typo in a size is an error, not a crash."""
+    of ``device`` (the RAM for the CPU): a typo in a size is an error, not a crash. Under
+    FSDP (``shards`` processes) each process builds the whole model and then keeps its
+    shard, so the gradients and optimizer states (12 of the 16 bytes) count once per shard."""
     import torch
 
     device = torch.device(device)
     n = num_params(config)
-    need = n * (16 if training else 4)
+    need = n * 4 + (-(-n * 12 // shards) if training else 0)
     if device.type == "cuda":
         where, have = str(device), torch.cuda.get_device_properties(device.index or 0).total_memory
     else:

@@ -8,7 +8,7 @@ import torch
 from lanternlm.checkpoint import save_model
 from lanternlm.cli import main
 from lanternlm.errors import LanternError
-from lanternlm.memory import info, memory_estimate
+from lanternlm.memory import check_fits, info, memory_estimate, num_params
 from lanternlm.model import GPT, MODEL_PRESETS, KVCache
 
 LLAMA_TINY = MODEL_PRESETS["llama-style-tiny"]
@@ -50,3 +50,19 @@ def test_info_for_presets_and_run_directory(tmp_path, capsys):
     assert main(["info", "tiny", "--context", "64"]) == 0
     assert "context 64" in capsys.readouterr().out
     assert main(["info", "no-such-preset"]) == 2
+
+
+def test_check_fits_counts_what_each_process_holds(monkeypatch):
+    """16 bytes a parameter to train in one process; under FSDP over 4, the whole fp32
+    model (4 bytes) while building it plus a quarter of the 12 bytes of gradients and states."""
+    config = MODEL_PRESETS["tiny"]
+    n = num_params(config)
+    for ram, shards, fits in ((16 * n, 1, True), (16 * n - 1, 1, False), (7 * n, 4, True), (7 * n - 1, 4, False)):
+        monkeypatch.setattr("lanternlm.memory.available_memory", lambda: {"RAM": ram})
+        if fits:
+            check_fits(config, "cpu", training=True, shards=shards)
+        else:
+            with pytest.raises(LanternError, match="choose smaller sizes"):
+                check_fits(config, "cpu", training=True, shards=shards)
+    monkeypatch.setattr("lanternlm.memory.available_memory", lambda: {"RAM": 4 * n})
+    check_fits(config, "cpu")  # inference: the weights alone

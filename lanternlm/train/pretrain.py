@@ -153,7 +153,7 @@ def build(config: PretrainConfig, info: DistInfo) -> Stage:
                                 rank=info.rank, world_size=info.world_size, device=info.device,
                                 vocab_size=tokenizer.vocab_size)
     windows()
-    check_fits(mconf, info.device, training=True)
+    check_fits(mconf, info.device, training=True, shards=info.world_size if config.parallel == "fsdp" else 1)
     model = GPT(mconf).to(info.device)
     lengths = byte_lengths(tokenizer, mconf.vocab_size, info.device)
 
