@@ -339,3 +339,16 @@ def test_a_task_with_few_test_examples_raises_or_gives_what_it_has():
     assert glue.generate(len(available), seed=0, split="test") == available
     with pytest.raises(LanternError, match=f"found only {len(available)} distinct test examples"):
         glue.generate(len(available) + 1, seed=0, split="test")
+
+
+def test_no_held_out_word_or_sum_reaches_the_training_mixture():
+    """The SFT mixture (and so every stage that draws training questions from the tasks)
+    never asks about the English words or the demo's sum, in any task."""
+    mixture = make_sft_mixture(["letters", "arithmetic", "reverse"], n_per_task=3000, seed=3)
+    asked = " ".join(turn["content"] for chat in mixture for turn in chat if turn["role"] == "user")
+    words = set(re.findall(r"[a-z]+", asked))
+    assert not words & set(ENGLISH_WORDS)
+    assert "47 + 385" not in asked and "47+385" not in asked
+    for name in ("letters", "reverse"):  # and each task's hashed test words stay out of its own training
+        trained = {e.key for e in TASKS[name].generate(3000, seed=3)}
+        assert not trained & {e.key for e in TASKS[name].generate(200, seed=0, split="test")}

@@ -32,7 +32,7 @@ strawberry lantern banana mississippi tennessee committee coffee referee enginee
 bookkeeper assess possess success nonsense parallel excellent independent
 pepper sleepless balloon cinnamon pineapple tomorrow millennium
 occurrence necessary address grammar apple orange lemon cherry potato tomato carrot
-garden window kitchen bottle letter summer winter yellow purple rabbit kitten puppy
+garden window kitchen bottle summer winter yellow purple rabbit kitten puppy
 mirror pillow butter hammer ladder bubble puzzle giraffe elephant penguin dolphin
 squirrel chocolate vanilla sandwich pizza cookie muffin umbrella blanket dinner
 breakfast teacher student library history science weather rainbow thunder river
