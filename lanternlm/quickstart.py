@@ -61,7 +61,7 @@ class QuickstartConfig:
     sample_tokens: int = option(120, "tokens per sample")
     chat_minutes: float = option(5.0, "chat fine-tuning time budget in minutes (0 = stop after the base model)")
     chat_steps: int = option(0, "stop chat fine-tuning after this many steps (0 = the preset's, within the budget)")
-    eval_n: int = option(20, "held-out questions per task and reasoning level in the evaluation")
+    eval_n: int = option(100, "held-out questions per task and reasoning level in the evaluation (glue has 55)")
     seed: int = option(1337, "seed for training and sampling")
     overwrite: bool = option(False, "replace an earlier quickstart in the same directory")
 
@@ -87,7 +87,7 @@ def _from_preset(presets: dict[str, Any], name: str, **given: Any) -> tuple[Any,
                     for f in dataclasses.fields(config)}
 
 
-def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n: int = 20,
+def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n: int = 100,
               eval_max_tokens: int = 256, seed: int = 1337, max_steps: int | None = None) -> dict[str, Any]:
     """The quickstart's chat stage: SFT (preset ``tiny`` for ``minutes``, or ``max_steps``)
     → evaluation → demo.

@@ -40,6 +40,7 @@ def test_quickstart_runs_every_stage(tmp_path, corpus, capsys):
     assert set(summary["steps"]) >= {"data", "pretrain", "samples", "report", "chat", "done"}
     assert json.loads((out / "chat" / "config.json").read_text())["stage"] == "sft"
     assert (out / "chat" / "eval.json").exists() and "--- demo chat ---" in printed
+    assert printed.count("  (right)") + printed.count("  (wrong; expected ") == 6  # 3 task questions x 2 levels
     report = out / "report" / "report.md"
     assert report.exists() and "![attention]" in report.read_text()
     assert summary["steps"]["pretrain"]["summary"]["steps"] == 12
