@@ -48,7 +48,7 @@ DEMO_QUESTIONS = (
 
 @dataclass
 class QuickstartConfig:
-    """Settings of ``lantern quickstart`` (defaults fit a 2-core laptop in about 10 minutes)."""
+    """Settings of ``lantern quickstart`` (defaults fit a 2-core laptop in about 12 minutes)."""
 
     out: str = option("runs/quickstart", "directory that receives the shards, the run and the summary")
     corpus: str = option("builtin:shakespeare", "source of text: builtin:NAME, a file, a folder, a .jsonl/.parquet file or a URL")
