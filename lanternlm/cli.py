@@ -386,16 +386,18 @@ def _generate(args: argparse.Namespace) -> int:
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a run's model in the terminal",
                        description="An interactive chat. Chat models (from lantern sft, ...) answer "
-                                   "turns; base models continue one running text. "
+                                   "turns; an imported model with a chat template talks through it; "
+                                   "base models continue one running text. "
                                    "Type /help inside for commands (/reset, /temp 0.7, /preset "
                                    "chatbot, /quit, ...).")
     p.add_argument("run", metavar="RUN", help="run directory (model.safetensors, model.json, tokenizer.json)")
     _add_sampling_flags(p)
-    p.add_argument("--format", choices=["plain", "chat"],
+    p.add_argument("--format", choices=["plain", "chat", "template"],
                    help="override the run's format: plain, the history is one text the model "
-                        "continues; chat, user/assistant turns (default: chat for a chat model, "
-                        "plain for a base model)")
-    p.add_argument("--system", help="system message (chat models)")
+                        "continues; chat, our user/assistant turns; template, an imported model's own "
+                        "chat template (default: chat for a chat model, template for an imported "
+                        "model that has one, else plain)")
+    p.add_argument("--system", help="system message (chat models, and the template format)")
     _add_thinking_flags(p, "reasoning level of a chat model (default: the system message's "
                            "'Reasoning:' line, else medium)")
     p.set_defaults(func=_chat)

@@ -9,7 +9,9 @@ under the model's raw distribution and after the sampling filters, and marks the
 
 The chat is built on a small :class:`ChatFormat` interface, the plug for conversation
 templates: :class:`PlainCompletion` treats a base model's chat as one running text it
-continues; :class:`ChatTemplate` renders turns with :mod:`lanternlm.chat` for chat models.
+continues; :class:`ChatTemplate` renders turns with :mod:`lanternlm.chat` for chat models;
+:class:`OwnTemplate` renders them with an imported model's own Hugging Face chat template
+(:mod:`lanternlm.interop.hf_chat`).
 
 Thinking (chat models): ``--reasoning`` sets the level (the system turn's ``Reasoning:``
 line), ``--thinking-budget N`` makes the engine close a thinking segment after N tokens, and
@@ -272,7 +274,30 @@ class ChatTemplate:
         history.append({"role": "assistant", "content": tokenizer.decode(answer).strip()})
 
 
-CHAT_FORMATS = {"plain": PlainCompletion, "chat": ChatTemplate}
+class OwnTemplate:
+    """Imported models with a chat template: turns rendered by the model's own template
+    (as ``transformers`` renders it), the reply ending at its end-of-turn ids; the history
+    holds the messages."""
+
+    name = "template"
+
+    def __init__(self, chat, system: str | None = None):
+        self.chat, self.system = chat, system
+
+    def prompt_ids(self, tokenizer: Tokenizer, history: list[dict], user: str) -> list[int]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return self.chat.prompt_ids(tokenizer, head + history + [{"role": "user", "content": user}])
+
+    def stop_tokens(self, tokenizer: Tokenizer) -> list[int]:
+        return list(self.chat.stop_ids)
+
+    def remember(self, tokenizer: Tokenizer, history: list[dict], user: str, reply: str,
+                 reply_ids: list[int]) -> None:
+        history.append({"role": "user", "content": user})
+        history.append({"role": "assistant", "content": reply.strip()})
+
+
+CHAT_FORMATS = {"plain": PlainCompletion, "chat": ChatTemplate, "template": OwnTemplate}
 
 CHAT_HELP = """commands:
   /reset               forget the conversation
@@ -475,21 +500,29 @@ def chat_command(run: str, *, sampling: SamplingParams, max_tokens: int = 200,
     """``lantern chat``: an interactive chat with a run's model on the terminal (stdin/stdout
     unless other streams are given). The format follows the run (chat turns for a chat
     model, one running text for a base model) unless ``format`` says otherwise."""
+    from .interop.hf_chat import hf_chat
+
     loaded = Run(run)
-    format = format or ("chat" if loaded.chat else "plain")
+    own = hf_chat(loaded.record, loaded.tokenizer)
+    format = format or ("chat" if loaded.chat else "template" if own else "plain")
     if format not in CHAT_FORMATS:
         raise LanternError(f"--format {format!r}: choose one of {', '.join(CHAT_FORMATS)}")
-    if format != "chat" and (system is not None or reasoning is not None
-                             or thinking_budget_tokens is not None or show_thinking):
+    if format == "template" and own is None:
+        raise LanternError(f"--format template: {run} has no chat template of its own (an imported model's, "
+                           f"read by jinja2 from the [hf] extra)")
+    if format != "chat" and (reasoning is not None or thinking_budget_tokens is not None or show_thinking
+                             or (system is not None and format != "template")):
         raise LanternError(f"--system, --reasoning, --thinking-budget and --show-thinking need the chat "
-                           f"format: {run} is a {loaded.stage or 'bare'} model, which continues plain text")
+                           f"format (--system also the template format): {run} is a {loaded.stage or 'bare'} "
+                           f"model, which {'talks through its own template' if own else 'continues plain text'}")
     if thinking_budget_tokens is not None and thinking_budget_tokens < 0:
         raise LanternError(f"--thinking-budget {thinking_budget_tokens}: must be >= 0 tokens")
     check_best_of(best_of, reward_model)
     if best_of > 1 and format != "chat":
         raise LanternError("--best-of picks among chat answers: it needs the chat format")
     engine, tokenizer = loaded.engine(device, dtype), loaded.tokenizer
-    fmt = ChatTemplate(system, reasoning) if format == "chat" else PlainCompletion()
+    fmt = (ChatTemplate(system, reasoning) if format == "chat" else OwnTemplate(own, system) if format == "template"
+           else PlainCompletion())
     chat_loop(ChatSession(engine, tokenizer, fmt, sampling, max_tokens,
                           thinking_budget=thinking_budget_tokens, show_thinking=show_thinking,
                           best_of=best_of, reward_model=_reward_model(reward_model, device) if best_of > 1 else None),

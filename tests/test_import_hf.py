@@ -258,3 +258,57 @@ def test_preference_and_rl_stages_start_from_an_imported_run(tmp_path, tokenizer
     prompt = render_for_generation([{"role": "user", "content": "hi"}], tokenizer, "none")
     out = engine.generate([prompt], max_tokens=3, sampling=SamplingParams(temperature=0.0))[0]
     assert len(out.tokens) == 3 and max(out.tokens) < tokenizer.vocab_size
+
+
+CHATML = ("{{ bos_token }}{% for m in messages %}{% if m.role == 'user' and loop.first and messages[0].role != 'system' %}"
+          "<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
+          "<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_chat_on_an_imported_model_uses_its_own_template(tmp_path, tokenizer_doc):
+    """An imported chat model talks through its own Jinja template: the prompt ids equal
+    transformers' apply_chat_template, the reply ends at its eos id, and lantern chat says so."""
+    from lanternlm.interop.hf_chat import hf_chat, template_of
+    from lanternlm.terminal import chat_command
+
+    config = hf_models(vocab_size(tokenizer_doc))["qwen2-biases-tied"]
+    hf_folder(tmp_path / "hf", config, tokenizer_doc)
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
+        "eos_token": "<|im_end|>", "chat_template": [{"name": "default", "template": CHATML},
+                                                     {"name": "tool_use", "template": "{{ tools }}"}]}))
+    im_end = next(t["id"] for t in tokenizer_doc["added_tokens"] if t["content"] == "<|im_end|>")
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end]}))
+    run = Run(import_model(ImportConfig(source=str(tmp_path / "hf")), tmp_path / "run"))
+    assert run.record["hf"]["eos_token_ids"] == [im_end] and run.record["hf"]["bos_token"] == "<|endoftext|>"
+    chat = hf_chat(run.record, run.tokenizer)
+    assert chat.template == CHATML and chat.stop_ids == [im_end]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    conversations = ([{"role": "user", "content": "Hi there "}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "é and 日本"},
+                      {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}])
+    for messages in conversations:
+        want = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert chat.prompt_ids(run.tokenizer, messages) == list(want)
+    out = io.StringIO()
+    assert chat_command(str(tmp_path / "run"), sampling=SamplingParams(temperature=0.0), max_tokens=6,
+                        device="cpu", lines=io.StringIO("Hi there\n"), out=out) == 0
+    assert "(template format)" in out.getvalue()
+    ids = chat.prompt_ids(run.tokenizer, [{"role": "user", "content": "Hi there"}])
+    reply = run.engine("cpu").generate([ids], max_tokens=6, sampling=SamplingParams(temperature=0.0),
+                                       stop_tokens=[im_end])[0]
+    assert run.tokenizer.decode(reply.tokens) in out.getvalue()
+    # the other places a template may live, and none at all
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "chat_template.jinja").write_text(CHATML)
+    assert template_of({}, tmp_path / "t") == CHATML and template_of({}, tmp_path / "hf") is None
+    assert hf_chat({"hf": {"chat_template": None}}, run.tokenizer) is None
+    with pytest.raises(LanternError, match="refused this conversation"):
+        HFChatOf("{{ raise_exception('roles must alternate') }}").render([])
+
+
+def HFChatOf(template):
+    from lanternlm.interop.hf_chat import HFChat
+
+    return HFChat(template, {}, [0])

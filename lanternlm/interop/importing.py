@@ -7,12 +7,14 @@ downloads into its cache (or, with ``offline``, finds there). The run holds::
     tokenizer.json                  the model's own tokenizer, its ids kept (interop/hf_tokenizer.py),
                                     checked against `tokenizers` on probe strings
     config.json                     the run record: stage "import", this config, and under "hf"
-                                    the source's model type, architecture and chat template
+                                    the source's model type, architecture, chat template, the
+                                    special-token strings the template names and its stop ids
 
 Model families: GPT-2, Llama and Llama-like configs (Qwen2, SmolLM: grouped-query attention,
 untied head, RoPE θ, biases on q/k/v); anything else is an error naming what is unsupported.
-An imported run continues plain text in ``generate`` and ``chat`` (its chat template is
-kept for ``export``, not rendered by :mod:`lanternlm.chat`).
+An imported run continues plain text in ``generate``; ``chat`` talks through the model's own
+chat template when it has one (:mod:`lanternlm.interop.hf_chat`), else continues plain text.
+Fine-tuning it (``sft``, ``dpo``, ``reward``, ``rl``) teaches it our chat format instead.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from ..errors import LanternError
 from ..log import logger
 from ..run import write_record
 from .hf import _transformers, config_from_hf, from_hf
+from .hf_chat import TEMPLATE_TOKENS, template_of
 from .hf_tokenizer import load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.tiktoken"]  # what a download fetches
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.tiktoken", "*.jinja"]  # what a download fetches
 
 
 @dataclasses.dataclass
@@ -67,6 +70,15 @@ def resolve_source(config: ImportConfig) -> Path:
                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
+def _content(token) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or ``{"content": ...}``.
+
+    >>> _content({"__type": "AddedToken", "content": "<s>"}), _content("</s>"), _content(None)
+    ('<s>', '</s>', None)
+    """
+    return token.get("content") if isinstance(token, dict) else token if isinstance(token, str) else None
+
+
 def import_model(config: ImportConfig, out: str | os.PathLike) -> Path:
     """Import ``config.source`` into the new run directory ``out``; returns ``out``."""
     transformers = _transformers()
@@ -85,8 +97,12 @@ def import_model(config: ImportConfig, out: str | os.PathLike) -> Path:
     model = from_hf(hf_model).to(DTYPES[config.dtype])
     del hf_model
     names = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
+    eos = generation.get("eos_token_id", getattr(hf_config, "eos_token_id", None))
     hf = {"model_type": hf_config.model_type, "architectures": getattr(hf_config, "architectures", None),
-          "folder": str(folder.resolve()), "chat_template": names.get("chat_template")}
+          "folder": str(folder.resolve()), "chat_template": template_of(names, folder),
+          "eos_token_ids": [eos] if isinstance(eos, int) else list(eos or []),
+          **{name: _content(names.get(name)) for name in TEMPLATE_TOKENS if _content(names.get(name))}}
     with atomic_dir(out) as staging:
         save_model(staging, model)
         tokenizer.save(staging / "tokenizer.json")
