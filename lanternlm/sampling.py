@@ -137,11 +137,19 @@ def repetition_penalty(logits: torch.Tensor, present: torch.Tensor, penalty: flo
 
     >>> repetition_penalty(torch.tensor([[2.0, -2.0, 2.0]]), torch.tensor([[True, True, False]]), 2.0)
     tensor([[ 1., -4.,  2.]])
+
+    A penalty near 0 would divide a positive logit into infinity, and a softmax over two
+    infinities is NaN; the result stays within the dtype's finite range instead:
+
+    >>> out = repetition_penalty(torch.tensor([[2.0, 1.0, -1.0]]), torch.tensor([[True, True, True]]), 1e-200)
+    >>> bool(torch.isfinite(out).all()), torch.softmax(out, -1).tolist()
+    (True, [[0.5, 0.5, 0.0]])
     """
     if penalty == 1.0:
         return logits
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(present, penalised, logits)
+    finite = torch.finfo(logits.dtype)
+    return torch.where(present, penalised.clamp(finite.min, finite.max), logits)
 
 
 def presence_frequency_penalty(logits: torch.Tensor, counts: torch.Tensor, presence: float,

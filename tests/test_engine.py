@@ -345,3 +345,15 @@ def test_live_weight_updates_are_seen_by_the_next_generation(family):
     owner.weight = torch.nn.Parameter(trained)
     assert [c.tokens for c in engine.generate(PROMPTS, max_tokens=6, sampling=GREEDY)] == [c.tokens for c in after]
     assert model.head_weight.stride() == (model.config.n_embd, 1)  # the model's own layout stays
+
+
+def test_an_extreme_repetition_penalty_still_samples_real_tokens():
+    """A penalty near 0 (schemathesis found 2e-202) once made two logits infinite, the
+    softmax NaN and the sampler return the vocabulary size as a token, which failed the
+    next step; now every token is a real one, sampled and greedy."""
+    torch.manual_seed(0)
+    engine = Engine(GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16)), vocab_limit=60)
+    for temperature in (1.0, 0.0):
+        sampling = SamplingParams(temperature=temperature, repetition_penalty=2e-202, seed=1)
+        out = engine.generate([[1, 2, 3, 2, 1]], max_tokens=12, sampling=sampling)[0]
+        assert len(out.tokens) == 12 and all(0 <= t < 60 for t in out.tokens)
