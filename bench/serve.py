@@ -10,8 +10,11 @@ for a base run), greedy, ``--max-tokens`` each, with the run's own stop tokens:
 1. **engine direct**: :meth:`Engine.stream` in this process (one torch thread), one request
    after another: generated tokens / wall time;
 2. **HTTP, one stream**: the same requests one after another through ``/v1/chat/completions``
-   (or ``/v1/completions``) with ``stream: true``; tokens from the usage chunk;
-3. **HTTP, ``--concurrency`` streams**: the same requests with that many in flight;
+   (or ``/v1/completions``) with ``stream: true``; tokens from the usage chunk. Paired with 1:
+   each request goes directly and then over HTTP before the next, so both see the same
+   machine;
+3. **HTTP, ``--concurrency`` streams**: twice as many requests with that many in flight,
+   right after the run's one-stream part;
 4. **load**: ``--requests`` requests (the prompts in turn) at ``--concurrency`` streams: errors,
    time to first token and between tokens (p50/p99, per content chunk), aggregate tokens/s,
    and the server's resident memory sampled every 0.5 s (flat = no leak).
@@ -32,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,21 +70,36 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, run: str, max_batch: int) -> None:
+    """A server process on 127.0.0.1 with one CPU thread: ``lantern serve RUN`` by default, or
+    ``command`` (a peer; ``--host``/``--port`` are added). Its stderr goes to a file: a pipe
+    that nobody reads fills up and stalls the server at its next log line (llama.cpp's server
+    prints timings after every request)."""
+
+    def __init__(self, run: str | None = None, max_batch: int = 16, command: list[str] | None = None) -> None:
         self.port = free_port()
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, "-m", "lanternlm.cli", "serve", run, "--port", str(self.port),
-                                         "--max-batch", str(max_batch), "--max-queue", "4096", "--device", "cpu"],
-                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if command is None:
+            command = [sys.executable, "-m", "lanternlm.cli", "serve", run, "--max-batch", str(max_batch),
+                       "--max-queue", "4096", "--device", "cpu"]
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command + ["--host", "127.0.0.1", "--port", str(self.port)],
+                                        env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                                        stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 120
+        deadline = time.time() + 180
         while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited: {self.stderr()}")
             try:
-                if httpx.get(self.url + "/health").status_code == 200:
+                if httpx.get(self.url + "/v1/models").status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError("the server did not start: " + self.process.stderr.read().decode()[-2000:])
+        self.close()
+        raise RuntimeError(f"{command[:4]} did not start: {self.stderr()}")
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -91,6 +110,7 @@ class Server:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+        self.log.close()
 
 
 async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
@@ -143,22 +163,51 @@ async def drive(url: str, bodies: list[dict], concurrency: int, on_tick=None) ->
     return results, seconds
 
 
-def engine_direct(run, messages: list, max_tokens: int) -> tuple[int, float]:
-    from lanternlm.chat import render_for_generation
-    from lanternlm.generate import encode_prompt
-    from lanternlm.sampling import SamplingParams
-    from lanternlm.serve.completions import stop_tokens
+class Direct:
+    """The engine called directly in this process, as the server's worker calls it: the
+    same rendering, stop tokens and greedy settings."""
 
-    engine, tokenizer = run.engine("cpu"), run.tokenizer
-    stops = stop_tokens(tokenizer, run.chat)  # as the server
-    ids = [render_for_generation(m, tokenizer) if run.chat else encode_prompt(tokenizer, m) for m in messages]
-    engine.generate([ids[0]], max_tokens=4, sampling=SamplingParams(temperature=0), stop_tokens=stops)  # warm-up
-    tokens, t0 = 0, time.perf_counter()
-    for prompt in ids:
-        for _ in engine.stream([prompt], max_tokens=max_tokens, sampling=SamplingParams(temperature=0),
-                               stop_tokens=stops):
+    def __init__(self, run, max_tokens: int) -> None:
+        from lanternlm.chat import render_for_generation
+        from lanternlm.generate import encode_prompt
+        from lanternlm.serve.completions import stop_tokens
+
+        self.run, self.max_tokens, self.engine = run, max_tokens, run.engine("cpu")
+        self.stops = stop_tokens(run.tokenizer, run.chat)
+        self.render = (lambda m: render_for_generation(m, run.tokenizer)) if run.chat else \
+            (lambda text: encode_prompt(run.tokenizer, text))
+        self.request(ASK_WARM_UP if run.chat else "Hello", 4)
+
+    def request(self, ask, max_tokens: int | None = None) -> tuple[int, float]:
+        """One request through :meth:`Engine.stream`: tokens generated, seconds."""
+        from lanternlm.sampling import SamplingParams
+
+        t0, tokens = time.perf_counter(), 0
+        for _ in self.engine.stream([self.render(ask)], max_tokens=max_tokens or self.max_tokens,
+                                    sampling=SamplingParams(temperature=0), stop_tokens=self.stops):
             tokens += 1
-    return tokens, time.perf_counter() - t0
+        return tokens, time.perf_counter() - t0
+
+
+ASK_WARM_UP = [{"role": "user", "content": "Hello!"}]
+
+
+async def paired_speeds(direct: Direct, url: str, asks: list, bodies: list[dict], concurrent: list[dict],
+                        concurrency: int) -> dict:
+    """One repeat of the speed measurements, paired so that both sides of a ratio see the
+    same machine (a shared CPU's speed drifts by a fifth within seconds): each request
+    directly and then over HTTP, one stream, alternating; then ``concurrent`` at ``concurrency``
+    streams. Tokens/s of each."""
+    d_tokens = d_seconds = h_tokens = h_seconds = 0.0
+    async with httpx.AsyncClient(timeout=600) as client:
+        for ask, body in zip(asks, bodies):
+            tokens, seconds = direct.request(ask)
+            d_tokens, d_seconds = d_tokens + tokens, d_seconds + seconds
+            result = await one_request(client, url, body)
+            h_tokens, h_seconds = h_tokens + result["tokens"], h_seconds + result["t1"] - result["t0"]
+    results, seconds = await drive(url, concurrent, concurrency)
+    return {"direct": d_tokens / d_seconds, "one": h_tokens / h_seconds,
+            "many": sum(r["tokens"] for r in results) / seconds}
 
 
 def main() -> None:
@@ -182,22 +231,19 @@ def main() -> None:
     bodies = [{"model": name, key: a, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
                "stream_options": {"include_usage": True}} for a in asks]
     load_before = os.getloadavg()
-    direct = []
-    for _ in range(args.runs):
-        tokens, seconds = engine_direct(run, asks[:args.speed_requests], args.max_tokens)
-        direct.append(tokens / seconds)
-        print(f"engine direct: {tokens} tokens, {direct[-1]:,.0f} tok/s", flush=True)
+    direct = Direct(run, args.max_tokens)
     server = Server(args.run, args.concurrency)
     try:
         url = server.url + path
         asyncio.run(drive(url, bodies[:2], 1))  # warm-up
-        one, many = [], []
+        speeds = []
         for _ in range(args.runs):
-            results, seconds = asyncio.run(drive(url, bodies[:args.speed_requests], 1))
-            one.append(sum(r["tokens"] for r in results) / seconds)
-            results, seconds = asyncio.run(drive(url, bodies[:args.speed_requests * 2], args.concurrency))
-            many.append(sum(r["tokens"] for r in results) / seconds)
-            print(f"HTTP: 1 stream {one[-1]:,.0f} tok/s, {args.concurrency} streams {many[-1]:,.0f} tok/s", flush=True)
+            speeds.append(asyncio.run(paired_speeds(direct, url, asks[:args.speed_requests],
+                                                    bodies[:args.speed_requests],
+                                                    bodies[:args.speed_requests * 2], args.concurrency)))
+            s = speeds[-1]
+            print(f"direct {s['direct']:,.0f} tok/s, HTTP 1 stream {s['one']:,.0f} ({s['one'] / s['direct']:.2f}), "
+                  f"{args.concurrency} streams {s['many']:,.0f} tok/s ({s['many'] / s['one']:.2f}x)", flush=True)
         rss: list[tuple[float, int]] = []
         t_start = time.perf_counter()
         results, seconds = asyncio.run(drive(url, bodies[:args.requests], args.concurrency,
@@ -208,17 +254,19 @@ def main() -> None:
     ttft = [(r["stamps"][0] - r["t0"]) * 1000 for r in results if r["stamps"]]
     gaps = [(b - a) * 1000 for r in results for a, b in zip(r["stamps"], r["stamps"][1:])]
     total = sum(r["tokens"] for r in results)
-    d, o, m = statistics.median(direct), statistics.median(one), statistics.median(many)
+    d, o, m = (statistics.median(s[k] for s in speeds) for k in ("direct", "one", "many"))
+    one_ratio = statistics.median(s["one"] / s["direct"] for s in speeds)
+    many_ratio = statistics.median(s["many"] / s["one"] for s in speeds)
     tenth = rss[max(0, len(rss) // 10)][1] if rss else 0
     body = f"""## lantern serve under load (`bench/serve.py`)
 
-{platform.machine()}, 2 cores shared by the server (one process, 1 torch thread, `--max-batch {args.concurrency}`) and the clients (asyncio + httpx, SSE), torch {torch.__version__}, CPU fp32. Run `{args.run}` (stage {run.stage}, {run.model_config.n_layer} layers x {run.model_config.n_embd}); task questions, greedy, up to {args.max_tokens} tokens, the run's stop tokens; speeds are medians of {args.runs} runs of {args.speed_requests} requests (concurrent: {args.speed_requests * 2}).
+{platform.machine()}, 2 cores shared by the server (one process, 1 torch thread, `--max-batch {args.concurrency}`) and the clients (asyncio + httpx, SSE), torch {torch.__version__}, CPU fp32. Run `{args.run}` (stage {run.stage}, {run.model_config.n_layer} layers x {run.model_config.n_embd}); task questions, greedy, up to {args.max_tokens} tokens, the run's stop tokens; speeds are medians of {args.runs} runs of {args.speed_requests} requests (concurrent: {args.speed_requests * 2}); the ratios are medians of each run's own ratio, paired: each request goes to the engine directly and then over HTTP, one after the other, and each run's concurrent part follows its one-stream part (the shared CPU's speed drifts by up to a fifth within seconds, so runs measured apart are not comparable).
 
 | path | tokens/s | ratio |
 |---|---|---|
 | engine direct (`Engine.stream`, one request at a time) | {d:,.0f} | 1.00 |
-| HTTP streaming, 1 stream | {o:,.0f} | **{o / d:.2f}** of direct (goal >= 0.85) |
-| HTTP streaming, {args.concurrency} streams | {m:,.0f} | **{m / o:.2f}x** one stream (goal >= 4x) |
+| HTTP streaming, 1 stream | {o:,.0f} | **{one_ratio:.2f}** of direct (goal >= 0.85) |
+| HTTP streaming, {args.concurrency} streams | {m:,.0f} | **{many_ratio:.2f}x** one stream (goal >= 4x) |
 
 Load: {len(results)} requests at {args.concurrency} concurrent streams in {seconds:.1f} s: **{len(errors)} errors**; {total:,} tokens, aggregate {total / seconds:,.0f} tokens/s; time to first token p50 {percentile(ttft, 50):.0f} ms, p99 {percentile(ttft, 99):.0f} ms; time between content chunks p50 {percentile(gaps, 50):.1f} ms, p99 {percentile(gaps, 99):.1f} ms. Server resident memory: {tenth / 2**20:.0f} MiB at 10 % of the run, {rss[-1][1] / 2**20 if rss else 0:.0f} MiB at the end, peak {max((r for _, r in rss), default=0) / 2**20:.0f} MiB ({len(rss)} samples).
 
