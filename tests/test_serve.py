@@ -19,6 +19,7 @@ from lanternlm.engine import Request
 from lanternlm.errors import LanternError
 from lanternlm.memory import num_params
 from lanternlm.run import Run
+from lanternlm.sampling import SamplingParams
 from lanternlm.serve.app import ServeConfig, create_app, load_models
 from lanternlm.serve.worker import Busy, LoopSink, Worker
 
@@ -454,7 +455,6 @@ def test_glass_box_endpoints_equal_the_inspection_functions(served, runs):
     from lanternlm.inspect.attention import attention_view
     from lanternlm.inspect.embeddings import embedding_view
     from lanternlm.inspect.next_token import next_token_view
-    from lanternlm.sampling import SamplingParams
 
     run = Run(runs["chat"])
     model, tokenizer = run.model("cpu"), run.tokenizer
@@ -516,3 +516,28 @@ def test_a_full_server_answers_429_and_serves_again(runs):
     finally:
         server.close()
         models[0].worker.close()
+
+
+def test_a_whole_request_is_delivered_once_with_the_same_events(runs):
+    """``whole=True`` (a reply nobody reads token by token): one list with every event,
+    then None; the same tokens as the request delivered step by step."""
+    engine = Run(runs["thinker"]).engine("cpu")
+    worker = Worker(engine, max_batch=4)
+
+    def collect(whole: bool) -> list:
+        got, done = [], threading.Event()
+
+        def sink(item):
+            got.append(item)
+            if item is None:
+                done.set()
+        worker.submit(Request([1, 2, 3], max_tokens=9, n=2, sampling=SamplingParams(seed=5)), sink, whole=whole)
+        assert done.wait(10)
+        return got
+    try:
+        stepwise, whole = collect(False), collect(True)
+    finally:
+        worker.close()
+    assert len(stepwise) == 10 and len(whole) == 2 and whole[1] is None  # 9 steps + None; one list + None
+    tokens = lambda items: sorted((e.sample, e.index, e.token) for batch in items[:-1] for e in batch)  # noqa: E731
+    assert len(tokens(whole)) == 18 and tokens(whole) == tokens(stepwise)

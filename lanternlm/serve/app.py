@@ -150,7 +150,8 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
         prompt = chat_prompt(served, body)
         top = body.top_logprobs or 0
         job = Job(served, engine_request(served, prompt, body, max_tokens=body.max_completion_tokens or body.max_tokens,
-                                         chat=True, top=top, logprobs=body.logprobs, thinking=body.thinking_budget))
+                                         chat=True, top=top, logprobs=body.logprobs, thinking=body.thinking_budget),
+                  whole=not body.stream and not stops)
         inside = inside_thinking(served.tokenizer, prompt)
         choices = [Choice(served.tokenizer, stops, chat=True, inside=inside) for _ in range(body.n)]
         batches = await _started(job)
@@ -183,7 +184,8 @@ def create_app(models: Sequence[Served], config: ServeConfig = ServeConfig()) ->
                 scores.append(served.worker.call(lambda ids=ids: served.engine.score(ids, top)))
             if body.max_tokens > 0:
                 jobs.append(Job(served, engine_request(served, ids, body, max_tokens=body.max_tokens, chat=False,
-                                                       top=top, logprobs=body.logprobs is not None)))
+                                                       top=top, logprobs=body.logprobs is not None),
+                                whole=not body.stream and not stops))
             choices.append([Choice(tokenizer, stops, chat=False) for _ in range(body.n)])
         try:
             scored = [await asyncio.wrap_future(f) for f in scores]

@@ -73,13 +73,14 @@ class Served:
 
 
 class Job:
-    """One engine request seen from asyncio: iterate it for each step's events."""
+    """One engine request seen from asyncio: iterate it for each step's events (with
+    ``whole``, for all of them at once when it ends: for a reply nobody reads token by token)."""
 
-    def __init__(self, served: Served, request: Request) -> None:
+    def __init__(self, served: Served, request: Request, whole: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = served.worker
-        self.ticket: Ticket = served.worker.submit(request, LoopSink(loop, self.queue))
+        self.ticket: Ticket = served.worker.submit(request, LoopSink(loop, self.queue), whole)
         self.over = False
 
     async def batches(self) -> AsyncIterator[list[TokenEvent]]:
