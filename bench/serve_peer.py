@@ -104,11 +104,11 @@ def compare(run_dir: Path, texts: list[str], args, tmp: Path) -> dict:
     run = Run(run_dir)
     gguf = export_gguf(run, tmp / f"{run_dir.name}.gguf")
     name = run_dir.resolve().name
-    # Each request's budget fits the window (a BOS token left over): llama-cpp-python fails a
-    # completion that reaches the end of its context (HTTP 500 after the work is done),
-    # where ours ends it with finish_reason "length".
+    # Each request's budget fits the window with two positions to spare (llama.cpp's BOS and
+    # one more): llama-cpp-python fails a completion that reaches the end of its context
+    # (HTTP 500 after the work is done), where ours ends it with finish_reason "length".
     block = run.model_config.block_size
-    budgets = [min(args.max_tokens, block - 1 - len(run.tokenizer.encode(t))) for t in texts]
+    budgets = [min(args.max_tokens, block - 2 - len(run.tokenizer.encode(t))) for t in texts]
     servers: dict[str, Server] = {}
     try:
         servers["lanternlm"] = Server(str(run_dir), args.concurrency)
