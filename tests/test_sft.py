@@ -162,7 +162,7 @@ def test_chat_jsonl_data_and_too_long_conversations(base, tokenizer, tmp_path):
         sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1), tmp_path / "b")
     sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1, batch_size=1), tmp_path / "b")
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0}
+    assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0, "text": 0}
 
 
 def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
@@ -192,3 +192,29 @@ def test_cli_sft_records_sources(base, tmp_path):
     assert saved["sources"]["lr"] == "cli" and saved["sources"]["warmup_steps"] == "preset:tiny"
     assert saved["sources"]["beta2"] == "base" and saved["config"]["tasks"] == ["letters", "reverse"]
     assert main(["sft", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_plain_text_rows_are_train_windows_of_the_pretraining_shards(base, tokenizer, tmp_path):
+    import numpy as np
+
+    from lanternlm.data.shards import open_shards
+    from lanternlm.train.sft import text_rows
+
+    root = Run(base)
+    shards = open_shards(root.config["data"])
+    train = np.concatenate([np.asarray(s) for s in shards.split("train")]).tolist()
+    val = np.concatenate([np.asarray(s) for s in shards.split("val")]).tolist()
+    block = root.model_config.block_size
+    rows = text_rows(root, 5, seed=0, tokenizer=tokenizer)
+    assert rows == text_rows(root, 5, seed=0, tokenizer=tokenizer) and len(rows) == 5
+    assert len({tuple(r.ids) for r in rows}) == 5
+    window = lambda seq, ids: any(seq[i:i + len(ids)] == ids for i in range(len(seq) - len(ids) + 1))  # noqa: E731
+    for r in rows:
+        assert len(r.ids) == block + 1 and r.mask == [0] + [1] * block and r.targets() == r.ids[1:]
+        assert window(train, r.ids) and not window(val, r.ids)
+    run = tmp_path / "mixed"
+    sft(small_sft(base, tasks=["letters"], text_share=0.5, max_steps=1), run)
+    counts = json.loads((run / "config.json").read_text())["data"]
+    assert counts["text"] == counts["train"] - counts["text"] > 0  # as many text windows as conversations
+    with pytest.raises(LanternError, match="text_share"):
+        sft(small_sft(base, text_share=1.0), tmp_path / "bad")
