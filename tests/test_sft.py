@@ -218,3 +218,43 @@ def test_plain_text_rows_are_train_windows_of_the_pretraining_shards(base, token
     assert counts["text"] == counts["train"] - counts["text"] > 0  # as many text windows as conversations
     with pytest.raises(LanternError, match="text_share"):
         sft(small_sft(base, text_share=1.0), tmp_path / "bad")
+
+
+def test_copy_drills_repeat_a_train_span_and_come_first(base, tokenizer, tmp_path):
+    from lanternlm.train.sft import copy_rows
+
+    root = Run(base)
+    rows = copy_rows(root, 20, seed=0, tokenizer=tokenizer, shortest=4, longest=9)
+    assert rows == copy_rows(root, 20, seed=0, tokenizer=tokenizer, shortest=4, longest=9)
+    for r in rows:
+        half = len(r.ids) // 2
+        assert r.ids[:half] == r.ids[half:] and 4 <= half <= 9
+        trained = [t for t in r.targets() if t != -1]
+        assert trained == r.ids[half + 1:]  # the repeat, but its first token
+    run = tmp_path / "drilled"
+    sft(small_sft(base, tasks=["letters"], copy_steps=2, max_steps=3, batch_size=2, eval_every=10), run)
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["copy_steps"] == 2
+    with pytest.raises(LanternError, match="copy_steps"):
+        sft(small_sft(base, copy_steps=-1), tmp_path / "bad")
+
+
+def test_phases_resume_where_they_stopped():
+    from lanternlm.chat import Rendered
+    from lanternlm.data.loader import ChatBatches, Phases
+
+    def stream():
+        first = ChatBatches([Rendered([1, i, i], [0, 1, 1], "copy") for i in range(4)], 2, pad_id=0, seed=1)
+        then = ChatBatches([Rendered([2, i], [0, 1], "none") for i in range(6)], 2, pad_id=0, seed=1)
+        return Phases(first, 3, then)
+
+    a = stream()
+    seen = [next(a)[0].tolist() for _ in range(7)]
+    b = stream()
+    for _ in range(2):
+        next(b)
+    state = b.state_dict()
+    c = stream()
+    c.load_state_dict(state)
+    assert [next(c)[0].tolist() for _ in range(5)] == seen[2:]
+    assert [len(x[0]) for x in seen[:3]] == [2, 2, 2] and len(seen[3][0]) == 1  # 3 drills, then the mixture

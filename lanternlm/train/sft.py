@@ -18,7 +18,11 @@
    ``text_share``, windows of **ordinary text** from the pretraining run's own training
    shards (every token trained, no chat format: :func:`text_rows`), so that fine-tuning
    does not forget plain text (on the task mixture alone the quickstart's bits per byte
-   went from 1.9 to 4.3). A validation set comes from the tasks' held-out split;
+   went from 1.9 to 4.3). With ``copy_steps``, the first steps train on **copy drills**
+   only (:func:`copy_rows`: a span of that text, then the same span again, the repeat
+   trained): every task starts by reading the question's word or numbers back, and a base
+   pretrained for minutes cannot copy yet (it predicts a repeated passage no better than
+   the first time). A validation set comes from the tasks' held-out split;
 3. **batches**: one conversation per row, right-padded, rows of similar length together,
    each process its rows of every global batch (:class:`lanternlm.data.loader.ChatBatches`);
 4. **loss**: cross-entropy over the masked-in tokens (targets -1 elsewhere); the loop
@@ -78,6 +82,7 @@ class SFTConfig(FinetuneConfig):
     multi_turn: float = option(0.1, "share of task conversations joined into two-exchange chats (history without thinking)")
     data: list[str] = option([], "chat JSONL files (one {\"messages\": [...]} per line) added to the mixture, comma-separated", path=True)
     text_share: float = option(0.0, "share of the training rows that are plain-text windows of the pretraining run's training shards (keeps bits per byte on ordinary text)")
+    copy_steps: int = option(0, "first optimizer steps trained on copy drills only (a span of the pretraining text, then the same span again): teaches reading back")
     val_per_task: int = option(24, "held-out (test split) conversations per task for the validation loss")
     eval_every: int = option(100, "validation loss every N steps (and at the end)")
 
@@ -114,9 +119,45 @@ def check_config(config: SFTConfig) -> None:
         raise bad("multi_turn", "must be in [0, 1]")
     if not 0 <= config.text_share < 1:
         raise bad("text_share", "must be in [0, 1)")
+    if config.copy_steps < 0:
+        raise bad("copy_steps", "must be >= 0")
 
 
 # --------------------------------------------------------------------------- data
+
+
+def _train_shards(base: Run, tokenizer, flag: str):
+    """The train split of ``base``'s pretraining shards and that run's context."""
+    from ..data.shards import open_shards
+
+    root = base.pretraining()
+    if root is None or "data" not in root.config:
+        raise LanternError(f"sft --{flag}: {base.path} has no pretraining run with token shards in its "
+                           f"lineage; use --{flag} 0")
+    return open_shards(root.config["data"], expect_tokenizer=tokenizer).split("train"), root.model_config.block_size
+
+
+def copy_rows(base: Run, count: int, seed: int, tokenizer, shortest: int = 16, longest: int = 63) -> list[Rendered]:
+    """``count`` copy drills: a span of ``shortest``..``longest`` tokens of the pretraining
+    train split, then the same span again; the repeat is trained, but its first token
+    (nothing says a repeat begins).
+
+    Measured on the quickstart's base (3,000 steps): it predicts a repeated passage no
+    better than the first time (22 % vs 25 % of tokens); 500 steps of these drills alone
+    take that to 96 %.
+    """
+    import numpy as np
+
+    shards, _ = _train_shards(base, tokenizer, "copy-steps")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        length = int(rng.integers(shortest, longest + 1))
+        shard = shards[int(rng.integers(len(shards)))]
+        start = int(rng.integers(0, max(1, len(shard) - length)))
+        span = [int(t) for t in shard[start:start + length]]
+        rows.append(Rendered(span + span, [0] * (len(span) + 1) + [1] * (len(span) - 1), "copy"))
+    return rows
 
 
 def text_rows(base: Run, count: int, seed: int, tokenizer) -> list[Rendered]:
@@ -130,14 +171,8 @@ def text_rows(base: Run, count: int, seed: int, tokenizer) -> list[Rendered]:
     import numpy as np
 
     from ..data.loader import window_starts
-    from ..data.shards import open_shards
 
-    root = base.pretraining()
-    if root is None or "data" not in root.config:
-        raise LanternError(f"sft --text-share: {base.path} has no pretraining run with token shards in its "
-                           f"lineage; use --text-share 0")
-    shards = open_shards(root.config["data"], expect_tokenizer=tokenizer).split("train")
-    block = root.model_config.block_size
+    shards, block = _train_shards(base, tokenizer, "text-share")
     shard, start = window_starts([len(s) for s in shards], block)
     if len(start) == 0:
         raise LanternError(f"sft --text-share: the pretraining shards hold no window of {block + 1} tokens")
@@ -204,7 +239,7 @@ def build_data(config: SFTConfig, tokenizer, block_size: int,
 
 def build(config: SFTConfig, sources: dict[str, str], base: Run, info: DistInfo) -> Stage:
     """What fine-tuning hands the loop on this process (see the module docstring)."""
-    from ..data.loader import ChatBatches, chat_eval_batches
+    from ..data.loader import ChatBatches, Phases, chat_eval_batches
 
     model, tokenizer = finetune.model_for(config, base, info.device)
     for line in finetune.describe_inheritance(config, sources, base.model_config, model, tokenizer,
@@ -218,6 +253,11 @@ def build(config: SFTConfig, sources: dict[str, str], base: Run, info: DistInfo)
     pad = tokenizer.pad_id
     batches = ChatBatches(rows, config.batch_size, pad_id=pad, seed=config.seed, rank=info.rank,
                           world_size=info.world_size, device=info.device)
+    if config.copy_steps:
+        drills = copy_rows(base, config.copy_steps * config.batch_size * info.world_size, config.seed, tokenizer)
+        logger.info(f"copy drills: the first {config.copy_steps} steps train on {len(drills):,} repeated spans")
+        batches = Phases(ChatBatches(drills, config.batch_size, pad_id=pad, seed=config.seed, rank=info.rank,
+                                     world_size=info.world_size, device=info.device), config.copy_steps, batches)
 
     def validation(model) -> dict[str, float]:
         if not val:
