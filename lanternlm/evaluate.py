@@ -83,7 +83,7 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
                 bar.update(len(batch))
             rows.append({"task": task.name, "level": level, "examples": len(examples), "correct": correct,
                          "accuracy": correct / len(examples), "mean_thinking_tokens": thought / len(examples),
-                         "unfinished": unfinished, "baseline": list(baseline) if baseline else None,
+                         "unfinished": unfinished, "baseline": list(baseline) if baseline else None, "scope": task.scope,
                          "samples": samples})
     bar.close()
     return rows
@@ -198,8 +198,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     cell = {(r["task"], r["level"]): r for r in result["rows"]}
     first = {r["task"]: r for r in reversed(result["rows"])}
     lines = ["| task | " + " | ".join(levels) + " | constant answer |", "|---|" + "---|" * (len(levels) + 1)]
+    scopes = {r["task"]: r["scope"] for r in result["rows"] if r.get("scope")}
     for task in tasks:
-        lines.append(f"| {task} | " + " | ".join(
+        label = f"{task} ({scopes[task]})" if task in scopes else task
+        lines.append(f"| {label} | " + " | ".join(
             f"{cell[task, lv]['accuracy']:.0%} ({cell[task, lv]['correct']}/{cell[task, lv]['examples']}, "
             f"{cell[task, lv]['mean_thinking_tokens']:.0f} tok)" if (task, lv) in cell else "-" for lv in levels)
             + f" | {_baseline(first[task]) or '-'} |")

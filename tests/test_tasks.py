@@ -352,3 +352,18 @@ def test_no_held_out_word_or_sum_reaches_the_training_mixture():
     for name in ("letters", "reverse"):  # and each task's hashed test words stay out of its own training
         trained = {e.key for e in TASKS[name].generate(3000, seed=3)}
         assert not trained & {e.key for e in TASKS[name].generate(200, seed=0, split="test")}
+
+
+def test_tasks_with_settings_state_their_range():
+    from lanternlm.tasks import get_task
+
+    small = get_task("arithmetic:max_mul_digits=1")
+    assert small is not TASKS["arithmetic"] and small.spec == "arithmetic:max_mul_digits=1"
+    assert small.scope == "+ and - up to 3 digits, * by up to 1 digit"
+    assert all(e.fields["b"] < 10 for e in small.generate(300, seed=0) if e.fields["op"] == "mul")
+    assert not any(e.key == "47+385" for e in small.generate(3000, seed=0))  # still held out
+    assert get_task("arithmetic") is TASKS["arithmetic"] and TASKS["letters"].scope == ""
+    with pytest.raises(LanternError, match="KEY=INT"):
+        get_task("arithmetic:max_mul_digits=one")
+    with pytest.raises(LanternError, match="unexpected keyword"):
+        get_task("arithmetic:digits=2")

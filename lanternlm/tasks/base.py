@@ -121,6 +121,12 @@ class Task(abc.ABC):
     name: str = ""
     description: str = ""
     held_out: frozenset[str] = frozenset()  # keys that are always "test"
+    spec: str = ""  # how get_task() was asked for this instance ("arithmetic:max_mul_digits=1"), "" = the default
+
+    @property
+    def scope(self) -> str:
+        """The range of the questions, where a task has settings ("" otherwise)."""
+        return ""
 
     # ------------------------------------------------------------------ to write per task
 

@@ -226,8 +226,9 @@ def build_data(config: SFTConfig, tokenizer, block_size: int,
 
     val = []
     for name in config.tasks:
-        for i, example in enumerate(TASKS[name].generate(config.val_per_task, seed=config.seed, split="test")):
-            rendered = render(TASKS[name].to_conversation(example, config.levels[i % len(config.levels)]), tokenizer)
+        task = get_task(name)
+        for i, example in enumerate(task.generate(config.val_per_task, seed=config.seed, split="test")):
+            rendered = render(task.to_conversation(example, config.levels[i % len(config.levels)]), tokenizer)
             if len(rendered.ids) - 1 <= block_size:
                 val.append(rendered)
     return train, val, {"conversations": len(sourced), "train": len(train), "dropped": dropped, "val": len(val),
