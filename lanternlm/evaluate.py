@@ -174,6 +174,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{r['task']:<11} {r['level']:<7} {str(r['correct']) + '/' + str(r['examples']):>9} "
                      f"{r['accuracy']:>8.1%} {r['mean_thinking_tokens']:>9.1f} {r['unfinished']:>10}"
                      f"  {_baseline(r)}".rstrip())
+    scopes = {r["task"]: r["scope"] for r in result["rows"] if r.get("scope")}
+    lines += [f"{task} questions: {scope}" for task, scope in scopes.items()]
     if result.get("bpb") is not None:
         line = f"bits per byte on the base validation set: {result['bpb']:.4f}"
         if result.get("base_bpb") is not None:
