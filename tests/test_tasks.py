@@ -365,5 +365,6 @@ def test_tasks_with_settings_state_their_range():
     assert get_task("arithmetic") is TASKS["arithmetic"] and TASKS["letters"].scope == ""
     with pytest.raises(LanternError, match="KEY=INT"):
         get_task("arithmetic:max_mul_digits=one")
+    assert get_task("arithmetic:max_digits=2:max_mul_digits=1").scope == "+ and - up to 2 digits, * by up to 1 digit"
     with pytest.raises(LanternError, match="unexpected keyword"):
         get_task("arithmetic:digits=2")

@@ -14,8 +14,9 @@ from .registry import TASKS
 
 
 def get_task(name_or_task: str | Task) -> Task:
-    """A task by name (from :data:`TASKS`), by name with settings (``NAME:KEY=INT,...``,
-    passed to the task's constructor), or the task itself.
+    """A task by name (from :data:`TASKS`), by name with settings (``NAME:KEY=INT:KEY=INT``,
+    passed to the task's constructor; no commas, so a spec fits a comma-separated
+    ``--tasks`` list), or the task itself.
 
     >>> get_task("arithmetic:max_mul_digits=1").scope
     '+ and - up to 3 digits, * by up to 1 digit'
@@ -28,10 +29,10 @@ def get_task(name_or_task: str | Task) -> Task:
     if not settings:
         return TASKS[name]
     values = {}
-    for item in settings.split(","):
+    for item in settings.split(":"):
         key, _, value = item.partition("=")
         if not value.strip().lstrip("-").isdigit():
-            raise LanternError(f"task {name_or_task!r}: settings are KEY=INT, comma-separated; got {item!r}")
+            raise LanternError(f"task {name_or_task!r}: settings are KEY=INT, separated by ':'; got {item!r}")
         values[key.strip()] = int(value)
     try:
         task = type(TASKS[name])(**values)

@@ -92,6 +92,14 @@ SFT_PRESETS: dict[str, SFTConfig] = {
     # 2 CPU cores, minutes: the tiny base run (context 128) gets context 320 for thinking.
     "tiny": SFTConfig(examples_per_task=3000, block_size=320, batch_size=16, max_steps=3000,
                       lr=1.5e-3, warmup_steps=30, eval_every=100, checkpoint_every=200),
+    # The quickstart's chat stage (issue 16), minutes on 2 cores: half the task conversations at
+    # `high` (the level its goals are about; every thinking level spells the same way), a
+    # multiplier of one digit (the table states the range), and plain text from the
+    # pretraining shards so that ordinary text is not forgotten.
+    "quickstart": SFTConfig(tasks=["letters", "arithmetic:max_mul_digits=1", "reverse", "glue"],
+                            levels=["none", "low", "medium", "high", "high", "high"], text_share=0.15,
+                            examples_per_task=5000, block_size=320, batch_size=16, max_steps=3000,
+                            lr=1.5e-3, warmup_steps=30, eval_every=100, checkpoint_every=200),
     # One GPU, a gpt2-124m-sized base: more data, a gentler learning rate.
     "gpu": SFTConfig(examples_per_task=20000, batch_size=64, max_steps=3000, lr=3e-4,
                      warmup_steps=100, eval_every=250, checkpoint_every=1000, dtype="bfloat16"),
