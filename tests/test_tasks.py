@@ -10,7 +10,7 @@ from lanternlm.chat import REASONING_LEVELS, load_jsonl, render, validate
 from lanternlm.errors import LanternError
 from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
                              numbers_in, split_of, write_jsonl)
-from lanternlm.tasks.base import TEST_PERCENT
+from lanternlm.tasks.base import TEST_PERCENT, as_asked
 from lanternlm.tasks.words import ENGLISH_WORDS, word_list
 from lanternlm.tokenizer import Tokenizer
 
@@ -203,9 +203,8 @@ def test_letter_traces_spell_the_word_and_count_right():
         assert counted == list(range(1, count + 1))
         assert medium[-1] == f"Total: {count}"
         high = task.thinking(ex, "high").splitlines()
-        spelled = [line.split() for line in high if re.match(r"\d+\. ", line)]
-        assert "".join(parts[1] for parts in spelled) == word
-        assert sum("<- match" in line for line in high) == count
+        assert high[1:-1] == medium[:-1]  # the same numbered lines, in the same tokens
+        assert high[0] == f"Spell {as_asked(ex.question, word)} one letter per line and count each {letter}:"
         assert numbers_in(high[-1])[-1] == count
 
 
@@ -219,9 +218,14 @@ def test_reverse_traces_spell_backwards():
         for level in ("medium", "high"):
             trace = task.thinking(ex, level)
             assert f"Joined: {word[::-1]}" in trace
-        high = task.thinking(ex, "high")
-        read = re.findall(r"^(\d+):(\w)$", high, re.MULTILINE)
-        assert [(int(i), ch) for i, ch in read] == [(i, word[i - 1]) for i in range(len(word), 0, -1)]
+        numbered = [f"{i} {ch}" for i, ch in enumerate(word, start=1)]  # letter counting's own lines
+        back = numbered[::-1]
+        medium = task.thinking(ex, "medium").splitlines()
+        assert medium == numbered + back + [f"Joined: {word[::-1]}"]
+        high = task.thinking(ex, "high").splitlines()
+        n = len(word)
+        assert high[1:n + 1] == numbered and high[n + 1] == f"Read from {n} down to 1:"
+        assert high[n + 2:2 * n + 2] == back
 
 
 EQUATION = re.compile(r"(-?\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(-?\d+)")
@@ -321,7 +325,7 @@ def test_preview_and_write_mixture(tmp_path):
 
     text = preview("letters", n=2, seed=0, reasoning="high")
     example = TASKS["letters"].generate(2, seed=0)[1]
-    assert text.count("--- letters #") == 2 and example.question in text and "one letter per line and mark each" in text
+    assert text.count("--- letters #") == 2 and example.question in text and "one letter per line and count each" in text
     assert "thinking" not in preview("letters", n=1, reasoning="none")
     tok = Tokenizer.train(["How many a's are in banana?"] * 3, vocab_size=256 + 8 + 5)
     shown = preview("reverse", n=1, reasoning="low", tokenizer=tok)

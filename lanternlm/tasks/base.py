@@ -240,6 +240,23 @@ class Task(abc.ABC):
                 assistant]
 
 
+def as_asked(question: str, word: str) -> str:
+    """``word`` written as the question writes it: in the same quotes, or bare.
+
+    A trace or reply that restates the word in the question's own form copies the
+    question's tokens (a bare word after a space and a quoted one are different BPE
+    pieces), which a small model learns far sooner than re-spelling the word in other
+    pieces.
+
+    >>> as_asked('Count the letter r in "strawberry".', "strawberry"), as_asked("Reverse lantern.", "lantern")
+    ('"strawberry"', 'lantern')
+    """
+    for quote in ('"', "'"):
+        if f"{quote}{word}{quote}" in question:
+            return f"{quote}{word}{quote}"
+    return word
+
+
 def check_level(task: str, level: str) -> None:
     """Raise unless ``level`` is a thinking level (traces exist for low/medium/high)."""
     if level not in THINKING_LEVELS:
