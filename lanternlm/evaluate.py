@@ -83,7 +83,7 @@ def evaluate_tasks(engine, tokenizer, tasks: Sequence[str], levels: Sequence[str
                 bar.update(len(batch))
             rows.append({"task": task.name, "level": level, "examples": len(examples), "correct": correct,
                          "accuracy": correct / len(examples), "mean_thinking_tokens": thought / len(examples),
-                         "unfinished": unfinished, "baseline": list(baseline) if baseline else None,
+                         "unfinished": unfinished, "baseline": list(baseline) if baseline else None, "scope": task.scope,
                          "samples": samples})
     bar.close()
     return rows
@@ -174,6 +174,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{r['task']:<11} {r['level']:<7} {str(r['correct']) + '/' + str(r['examples']):>9} "
                      f"{r['accuracy']:>8.1%} {r['mean_thinking_tokens']:>9.1f} {r['unfinished']:>10}"
                      f"  {_baseline(r)}".rstrip())
+    scopes = {r["task"]: r["scope"] for r in result["rows"] if r.get("scope")}
+    lines += [f"{task} questions: {scope}" for task, scope in scopes.items()]
     if result.get("bpb") is not None:
         line = f"bits per byte on the base validation set: {result['bpb']:.4f}"
         if result.get("base_bpb") is not None:
@@ -198,8 +200,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     cell = {(r["task"], r["level"]): r for r in result["rows"]}
     first = {r["task"]: r for r in reversed(result["rows"])}
     lines = ["| task | " + " | ".join(levels) + " | constant answer |", "|---|" + "---|" * (len(levels) + 1)]
+    scopes = {r["task"]: r["scope"] for r in result["rows"] if r.get("scope")}
     for task in tasks:
-        lines.append(f"| {task} | " + " | ".join(
+        label = f"{task} ({scopes[task]})" if task in scopes else task
+        lines.append(f"| {label} | " + " | ".join(
             f"{cell[task, lv]['accuracy']:.0%} ({cell[task, lv]['correct']}/{cell[task, lv]['examples']}, "
             f"{cell[task, lv]['mean_thinking_tokens']:.0f} tok)" if (task, lv) in cell else "-" for lv in levels)
             + f" | {_baseline(first[task]) or '-'} |")

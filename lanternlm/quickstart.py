@@ -89,8 +89,9 @@ def _from_preset(presets: dict[str, Any], name: str, **given: Any) -> tuple[Any,
 
 def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n: int = 100,
               eval_max_tokens: int = 256, seed: int = 1337, max_steps: int | None = None) -> dict[str, Any]:
-    """The quickstart's chat stage: SFT (preset ``tiny`` for ``minutes``, or ``max_steps``)
-    → evaluation → demo.
+    """The quickstart's chat stage: SFT (preset ``quickstart`` for ``minutes``, or
+    ``max_steps``: the task mixture plus 15 % plain text from the base run's own shards, so
+    that fine-tuning keeps ordinary text) → evaluation → demo.
 
     Returns ``{"sft": summary, "eval": result, "table": str, "transcript": str}``; the run
     directory ``out`` holds the chat model, ``eval.json`` and ``eval.png``. About
@@ -102,7 +103,7 @@ def sft_quick(base: str | Path, out: str | Path, *, minutes: float = 5.0, eval_n
     given: dict[str, Any] = {"base": str(base), "max_minutes": minutes, "seed": seed}
     if max_steps is not None:
         given["max_steps"] = max_steps
-    config, sources = _from_preset(SFT_PRESETS, "tiny", **given)
+    config, sources = _from_preset(SFT_PRESETS, "quickstart", **given)
     summary = sft(config, out, sources=sources)
     result = evaluate_run(out, n=eval_n, max_tokens=eval_max_tokens)
     transcript = demo_transcript(out, DEMO_QUESTIONS, levels=("none", "high"), max_tokens=eval_max_tokens)

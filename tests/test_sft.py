@@ -162,7 +162,7 @@ def test_chat_jsonl_data_and_too_long_conversations(base, tokenizer, tmp_path):
         sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1), tmp_path / "b")
     sft(small_sft(base, tasks=[], data=[str(data)], block_size=128, max_steps=1, batch_size=1), tmp_path / "b")
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0}
+    assert saved["data"] == {"conversations": 2, "train": 1, "dropped": 1, "val": 0, "text": 0}
 
 
 def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
@@ -192,3 +192,69 @@ def test_cli_sft_records_sources(base, tmp_path):
     assert saved["sources"]["lr"] == "cli" and saved["sources"]["warmup_steps"] == "preset:tiny"
     assert saved["sources"]["beta2"] == "base" and saved["config"]["tasks"] == ["letters", "reverse"]
     assert main(["sft", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_plain_text_rows_are_train_windows_of_the_pretraining_shards(base, tokenizer, tmp_path):
+    import numpy as np
+
+    from lanternlm.data.shards import open_shards
+    from lanternlm.train.sft import text_rows
+
+    root = Run(base)
+    shards = open_shards(root.config["data"])
+    train = np.concatenate([np.asarray(s) for s in shards.split("train")]).tolist()
+    val = np.concatenate([np.asarray(s) for s in shards.split("val")]).tolist()
+    block = root.model_config.block_size
+    rows = text_rows(root, 5, seed=0, tokenizer=tokenizer)
+    assert rows == text_rows(root, 5, seed=0, tokenizer=tokenizer) and len(rows) == 5
+    assert len({tuple(r.ids) for r in rows}) == 5
+    window = lambda seq, ids: any(seq[i:i + len(ids)] == ids for i in range(len(seq) - len(ids) + 1))  # noqa: E731
+    for r in rows:
+        assert len(r.ids) == block + 1 and r.mask == [0] + [1] * block and r.targets() == r.ids[1:]
+        assert window(train, r.ids) and not window(val, r.ids)
+    run = tmp_path / "mixed"
+    sft(small_sft(base, tasks=["letters"], text_share=0.5, max_steps=1), run)
+    counts = json.loads((run / "config.json").read_text())["data"]
+    assert counts["text"] == counts["train"] - counts["text"] > 0  # as many text windows as conversations
+    with pytest.raises(LanternError, match="text_share"):
+        sft(small_sft(base, text_share=1.0), tmp_path / "bad")
+
+
+def test_copy_drills_repeat_a_train_span_and_come_first(base, tokenizer, tmp_path):
+    from lanternlm.train.sft import copy_rows
+
+    root = Run(base)
+    rows = copy_rows(root, 20, seed=0, tokenizer=tokenizer, shortest=4, longest=9)
+    assert rows == copy_rows(root, 20, seed=0, tokenizer=tokenizer, shortest=4, longest=9)
+    for r in rows:
+        half = len(r.ids) // 2
+        assert r.ids[:half] == r.ids[half:] and 4 <= half <= 9
+        trained = [t for t in r.targets() if t != -1]
+        assert trained == r.ids[half + 1:]  # the repeat, but its first token
+    run = tmp_path / "drilled"
+    sft(small_sft(base, tasks=["letters"], copy_steps=2, max_steps=3, batch_size=2, eval_every=10), run)
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["copy_steps"] == 2
+    with pytest.raises(LanternError, match="copy_steps"):
+        sft(small_sft(base, copy_steps=-1), tmp_path / "bad")
+
+
+def test_phases_resume_where_they_stopped():
+    from lanternlm.chat import Rendered
+    from lanternlm.data.loader import ChatBatches, Phases
+
+    def stream():
+        first = ChatBatches([Rendered([1, i, i], [0, 1, 1], "copy") for i in range(4)], 2, pad_id=0, seed=1)
+        then = ChatBatches([Rendered([2, i], [0, 1], "none") for i in range(6)], 2, pad_id=0, seed=1)
+        return Phases(first, 3, then)
+
+    a = stream()
+    seen = [next(a)[0].tolist() for _ in range(7)]
+    b = stream()
+    for _ in range(2):
+        next(b)
+    state = b.state_dict()
+    c = stream()
+    c.load_state_dict(state)
+    assert [next(c)[0].tolist() for _ in range(5)] == seen[2:]
+    assert [len(x[0]) for x in seen[:3]] == [2, 2, 2] and len(seen[3][0]) == 1  # 3 drills, then the mixture

@@ -10,7 +10,7 @@ from lanternlm.chat import REASONING_LEVELS, load_jsonl, render, validate
 from lanternlm.errors import LanternError
 from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
                              numbers_in, split_of, write_jsonl)
-from lanternlm.tasks.base import TEST_PERCENT
+from lanternlm.tasks.base import TEST_PERCENT, as_asked
 from lanternlm.tasks.words import ENGLISH_WORDS, word_list
 from lanternlm.tokenizer import Tokenizer
 
@@ -203,9 +203,8 @@ def test_letter_traces_spell_the_word_and_count_right():
         assert counted == list(range(1, count + 1))
         assert medium[-1] == f"Total: {count}"
         high = task.thinking(ex, "high").splitlines()
-        spelled = [line.split() for line in high if re.match(r"\d+\. ", line)]
-        assert "".join(parts[1] for parts in spelled) == word
-        assert sum("<- match" in line for line in high) == count
+        assert high[1:-1] == medium[:-1]  # the same numbered lines, in the same tokens
+        assert high[0] == f"Spell {as_asked(ex.question, word)} one letter per line and count each {letter}:"
         assert numbers_in(high[-1])[-1] == count
 
 
@@ -219,9 +218,14 @@ def test_reverse_traces_spell_backwards():
         for level in ("medium", "high"):
             trace = task.thinking(ex, level)
             assert f"Joined: {word[::-1]}" in trace
-        high = task.thinking(ex, "high")
-        read = re.findall(r"^(\d+):(\w)$", high, re.MULTILINE)
-        assert [(int(i), ch) for i, ch in read] == [(i, word[i - 1]) for i in range(len(word), 0, -1)]
+        numbered = [f"{i} {ch}" for i, ch in enumerate(word, start=1)]  # letter counting's own lines
+        back = numbered[::-1]
+        medium = task.thinking(ex, "medium").splitlines()
+        assert medium == numbered + back + [f"Joined: {word[::-1]}"]
+        high = task.thinking(ex, "high").splitlines()
+        n = len(word)
+        assert high[1:n + 1] == numbered and high[n + 1] == f"Read from {n} down to 1:"
+        assert high[n + 2:2 * n + 2] == back
 
 
 EQUATION = re.compile(r"(-?\d+(?:\s*[-+*/]\s*\d+)+)\s*=\s*(-?\d+)")
@@ -321,7 +325,7 @@ def test_preview_and_write_mixture(tmp_path):
 
     text = preview("letters", n=2, seed=0, reasoning="high")
     example = TASKS["letters"].generate(2, seed=0)[1]
-    assert text.count("--- letters #") == 2 and example.question in text and "one letter per line and mark each" in text
+    assert text.count("--- letters #") == 2 and example.question in text and "one letter per line and count each" in text
     assert "thinking" not in preview("letters", n=1, reasoning="none")
     tok = Tokenizer.train(["How many a's are in banana?"] * 3, vocab_size=256 + 8 + 5)
     shown = preview("reverse", n=1, reasoning="low", tokenizer=tok)
@@ -352,3 +356,19 @@ def test_no_held_out_word_or_sum_reaches_the_training_mixture():
     for name in ("letters", "reverse"):  # and each task's hashed test words stay out of its own training
         trained = {e.key for e in TASKS[name].generate(3000, seed=3)}
         assert not trained & {e.key for e in TASKS[name].generate(200, seed=0, split="test")}
+
+
+def test_tasks_with_settings_state_their_range():
+    from lanternlm.tasks import get_task
+
+    small = get_task("arithmetic:max_mul_digits=1")
+    assert small is not TASKS["arithmetic"] and small.spec == "arithmetic:max_mul_digits=1"
+    assert small.scope == "+ and - up to 3 digits, * by up to 1 digit"
+    assert all(e.fields["b"] < 10 for e in small.generate(300, seed=0) if e.fields["op"] == "mul")
+    assert not any(e.key == "47+385" for e in small.generate(3000, seed=0))  # still held out
+    assert get_task("arithmetic") is TASKS["arithmetic"] and TASKS["letters"].scope == ""
+    with pytest.raises(LanternError, match="KEY=INT"):
+        get_task("arithmetic:max_mul_digits=one")
+    assert get_task("arithmetic:max_digits=2:max_mul_digits=1").scope == "+ and - up to 2 digits, * by up to 1 digit"
+    with pytest.raises(LanternError, match="unexpected keyword"):
+        get_task("arithmetic:digits=2")

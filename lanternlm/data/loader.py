@@ -301,6 +301,47 @@ class ChatBatches:
         self._plan_epoch()
 
 
+class Phases:
+    """``steps`` batches of ``first``, then ``then`` for ever: a curriculum of two streams
+    (SFT's copy drills before the mixture), with one position for a resume.
+
+    >>> first = ChatBatches([Rendered([1, 2], [0, 1], "copy")] * 2, 2, pad_id=0)
+    >>> then = ChatBatches([Rendered([3, 4, 5], [0, 1, 1], "none")] * 2, 2, pad_id=0)
+    >>> stream = Phases(first, 1, then)
+    >>> [tuple(next(stream)[0].shape) for _ in range(3)]
+    [(2, 1), (2, 2), (2, 2)]
+    """
+
+    def __init__(self, first: ChatBatches, steps: int, then: ChatBatches) -> None:
+        self.first, self.steps, self.then, self.done = first, steps, then, 0
+
+    def __iter__(self) -> "Phases":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        if self.done < self.steps:
+            self.done += 1
+            return next(self.first)
+        return next(self.then)
+
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the second stream (the one the epochs are about)."""
+        return self.then.epochs_done
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "steps": self.steps, "first": self.first.state_dict(),
+                "then": self.then.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("steps") != self.steps:
+            raise LanternError(f"cannot resume the batch order: saved {state.get('steps')} first-phase "
+                               f"steps, now {self.steps}")
+        self.done = int(state["done"])
+        self.first.load_state_dict(state["first"])
+        self.then.load_state_dict(state["then"])
+
+
 def chat_eval_batches(rows: Sequence[Any], batch_size: int, pad_id: int, *, rank: int = 0,
                       world_size: int = 1, device: str | torch.device = "cpu",
                       collate_fn: Callable[..., tuple[torch.Tensor, ...]] = collate

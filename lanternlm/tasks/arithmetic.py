@@ -157,6 +157,21 @@ class Arithmetic(Task):
                                f"got {max_mul_digits} and {max_digits}")
         self.ops, self.max_digits, self.max_mul_digits = tuple(ops), max_digits, max_mul_digits
 
+    @property
+    def scope(self) -> str:
+        """The range, as the evaluation table states it.
+
+        >>> Arithmetic().scope
+        '+ and - up to 3 digits, * by up to 2 digits'
+        """
+        parts = []
+        if {"add", "sub"} & set(self.ops):
+            signs = " and ".join(OPS[op] for op in ("add", "sub") if op in self.ops)
+            parts.append(f"{signs} up to {self.max_digits} digits")
+        if "mul" in self.ops:
+            parts.append(f"* by up to {self.max_mul_digits} digit{'s' if self.max_mul_digits > 1 else ''}")
+        return ", ".join(parts)
+
     @staticmethod
     def _number(rng: random.Random, max_digits: int) -> int:
         n = rng.randint(1, max_digits)

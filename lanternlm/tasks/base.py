@@ -121,6 +121,12 @@ class Task(abc.ABC):
     name: str = ""
     description: str = ""
     held_out: frozenset[str] = frozenset()  # keys that are always "test"
+    spec: str = ""  # how get_task() was asked for this instance ("arithmetic:max_mul_digits=1"), "" = the default
+
+    @property
+    def scope(self) -> str:
+        """The range of the questions, where a task has settings ("" otherwise)."""
+        return ""
 
     # ------------------------------------------------------------------ to write per task
 
@@ -232,6 +238,23 @@ class Task(abc.ABC):
         return [{"role": "system", "content": f"Reasoning: {reasoning}"},
                 {"role": "user", "content": example.question},
                 assistant]
+
+
+def as_asked(question: str, word: str) -> str:
+    """``word`` written as the question writes it: in the same quotes, or bare.
+
+    A trace or reply that restates the word in the question's own form copies the
+    question's tokens (a bare word after a space and a quoted one are different BPE
+    pieces), which a small model learns far sooner than re-spelling the word in other
+    pieces.
+
+    >>> as_asked('Count the letter r in "strawberry".', "strawberry"), as_asked("Reverse lantern.", "lantern")
+    ('"strawberry"', 'lantern')
+    """
+    for quote in ('"', "'"):
+        if f"{quote}{word}{quote}" in question:
+            return f"{quote}{word}{quote}"
+    return word
 
 
 def check_level(task: str, level: str) -> None:

@@ -137,7 +137,7 @@ class Glue(Task):
 
     def thinking(self, example: Example, level: str) -> str:
         check_level(self.name, level)
-        kind, question = example.fields["kind"], example.question
+        kind = example.fields["kind"]
         what, why = example.fields.get("what", ""), example.fields.get("why", "")
         if level == "low":
             return {"greeting": "A greeting.", "identity": "A question about me.",
@@ -153,19 +153,19 @@ class Glue(Task):
                 "thanks": "The user thanks me or says goodbye. Answer kindly and briefly.",
             }[kind]
         return {
-            "greeting": f"The message \"{question}\" is a greeting, not a task: nothing to count "
+            "greeting": f"This message is a greeting, not a task: nothing to count "
                         f"or compute. Greet back, introduce myself as {NAME}, and list what I can "
                         f"do (count letters, arithmetic, reverse words) with two examples.",
-            "identity": f"The message \"{question}\" asks about me. Facts: I am {NAME}, a tiny "
+            "identity": f"This message asks about me. Facts: I am {NAME}, a tiny "
                         f"language model trained with lanternlm; I am not a person; I have no "
                         f"internet access. Answer with these facts only.",
-            "capabilities": f"The message \"{question}\" asks what I can do. My skills: counting a "
+            "capabilities": f"This message asks what I can do. My skills: counting a "
                             f"letter in a word, adding, subtracting and multiplying whole numbers, "
                             f"reversing words. List them and suggest two example questions.",
-            "refusal": f"The message \"{question}\" asks me to {what}. Can I? No: "
+            "refusal": f"This message asks me to {what}. Can I? No: "
                        f"{why}. I should not pretend. Say sorry, give the "
                        f"reason in one line, and offer the tasks I can do instead.",
-            "thanks": f"The message \"{question}\" is thanks or a goodbye, not a task. Reply "
+            "thanks": f"This message is thanks or a goodbye, not a task. Reply "
                       f"briefly and kindly, and leave the door open.",
         }[kind]
 

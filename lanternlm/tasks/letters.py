@@ -7,8 +7,12 @@ the count after every letter, both measured worse), at three lengths:
 
 * low: the numbered letters, then the count;
 * medium: the numbered letters, each match with the running count, then the total;
-* high: a header, the numbered letters with matches marked and counted, then a check
-  of the length and of the positions found.
+* high: a header naming the word and the letter, medium's lines, then the positions
+  found and their number.
+
+All three spell in the same tokens (``3 r``), as word reversal does; the header and the
+reply restate the word as the question wrote it, quoted or bare (:func:`as_asked`), so
+restating it is a copy of the question's own tokens.
 
 The asked count is drawn first, evenly from 0, 1, 2 and "3 or more", and then a word
 with a letter of that count: in ordinary words most letters occur once, so with letters
@@ -24,7 +28,7 @@ import re
 import string
 from collections import Counter
 
-from .base import Example, Task, check_level, numbers_in, quoted_in
+from .base import Example, Task, as_asked, check_level, numbers_in, quoted_in
 from .words import ENGLISH_WORDS, draw_word
 
 _QUESTIONS = (
@@ -37,6 +41,7 @@ _QUESTIONS = (
 )
 
 
+_BARE_WORD = re.compile(r"\bin\s+([A-Za-z]+)[.!?]?\s*$")  # "... appears 2 times in returned."
 _NAMED_LETTER = re.compile(r"\bletter\s+['\"`]?([A-Za-z])\b|(?<![A-Za-z'])([A-Za-z])'s\b")
 COUNT_CLASSES = (0, 1, 2, 3)  # the asked letter's count; the last means "3 or more"
 
@@ -79,16 +84,15 @@ class LetterCounting(Task):
                 running += ch == letter
                 lines.append(f"{i} {ch}, count {running}" if ch == letter else f"{i} {ch}")
             return "\n".join(lines) + f"\nTotal: {count}"
-        lines = [f"Spell \"{word}\" one letter per line and mark each {letter}:"]
+        lines = [f"Spell {as_asked(example.question, word)} one letter per line and count each {letter}:"]
         running, positions = 0, []
         for i, ch in enumerate(word, start=1):
             if ch == letter:
                 running += 1
                 positions.append(str(i))
-                lines.append(f"{i}. {ch} <- match, count {running}")
+                lines.append(f"{i} {ch}, count {running}")
             else:
-                lines.append(f"{i}. {ch}")
-        lines.append(f"Check: {len(word)} letters spelled, and \"{word}\" has {len(word)} letters.")
+                lines.append(f"{i} {ch}")
         if positions:
             lines.append(f"Matches at position{'s' if count > 1 else ''} {', '.join(positions)}: "
                          f"that is {count}.")
@@ -98,7 +102,7 @@ class LetterCounting(Task):
 
     def reply(self, example: Example) -> str:
         word, letter = example.fields["word"], example.fields["letter"]
-        return f"The letter {letter} appears {_times(word.count(letter))} in \"{word}\"."
+        return f"The letter {letter} appears {_times(word.count(letter))} in {as_asked(example.question, word)}."
 
     def parse(self, answer_text: str) -> str | None:
         """The first number in the reply ("three", "3", "no r's" all count).
@@ -110,14 +114,19 @@ class LetterCounting(Task):
         return str(found[0]) if found else None
 
     def restates(self, example: Example, answer_text: str) -> bool:
-        """Any word it quotes is the asked word, and any letter it names is the asked letter
-        (``letter x``, ``x's``, a quoted single letter); naming none is fine.
+        """Any word it quotes, or names bare at the end (``... in returned.``), is the asked
+        word, and any letter it names is the asked letter (``letter x``, ``x's``, a quoted
+        single letter); naming none is fine.
 
         >>> ex = Example("letters", "urldefrag", "How many u's are in urldefrag?", "1",
         ...              {"word": "urldefrag", "letter": "u"})
         >>> LetterCounting().restates(ex, 'The letter u appears 1 time in "urldefrag".')
         True
         >>> LetterCounting().restates(ex, 'The letter u appears 1 time in "crcrcr".')
+        False
+        >>> LetterCounting().restates(ex, "The letter u appears 1 time in urldefrag.")
+        True
+        >>> LetterCounting().restates(ex, "The letter u appears 1 time in crcrcr.")
         False
         >>> LetterCounting().restates(ex, "There is one r.")
         True
@@ -126,7 +135,8 @@ class LetterCounting(Task):
         """
         word, letter = example.fields["word"], example.fields["letter"]
         quoted = [q.strip().lower() for q in quoted_in(answer_text)]
-        words = [q for q in quoted if len(q) > 1 and not q.isdigit()]
+        words = [q for q in quoted if len(q) > 1 and not q.isdigit()] + \
+            [m.group(1).lower() for m in _BARE_WORD.finditer(answer_text)]
         letters = [q for q in quoted if len(q) == 1 and q.isalpha()] + \
             [(m.group(1) or m.group(2)).lower() for m in _NAMED_LETTER.finditer(answer_text)]
         return all(w == word for w in words) and all(ch == letter for ch in letters)

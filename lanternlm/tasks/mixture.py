@@ -14,12 +14,32 @@ from .registry import TASKS
 
 
 def get_task(name_or_task: str | Task) -> Task:
-    """A task by name (from :data:`TASKS`), or the task itself."""
+    """A task by name (from :data:`TASKS`), by name with settings (``NAME:KEY=INT:KEY=INT``,
+    passed to the task's constructor; no commas, so a spec fits a comma-separated
+    ``--tasks`` list), or the task itself.
+
+    >>> get_task("arithmetic:max_mul_digits=1").scope
+    '+ and - up to 3 digits, * by up to 1 digit'
+    """
     if isinstance(name_or_task, Task):
         return name_or_task
-    if name_or_task not in TASKS:
-        raise LanternError(f"unknown task {name_or_task!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name_or_task]
+    name, _, settings = name_or_task.partition(":")
+    if name not in TASKS:
+        raise LanternError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    if not settings:
+        return TASKS[name]
+    values = {}
+    for item in settings.split(":"):
+        key, _, value = item.partition("=")
+        if not value.strip().lstrip("-").isdigit():
+            raise LanternError(f"task {name_or_task!r}: settings are KEY=INT, separated by ':'; got {item!r}")
+        values[key.strip()] = int(value)
+    try:
+        task = type(TASKS[name])(**values)
+    except TypeError as err:
+        raise LanternError(f"task {name_or_task!r}: {err}") from None
+    task.spec = name_or_task
+    return task
 
 
 def make_sft_mixture(tasks: Sequence[str | Task], n_per_task: int,
