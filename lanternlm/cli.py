@@ -50,7 +50,8 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="the whole pipeline on the built-in corpus: data → tokenizer → "
                        "pretraining → samples",
                        description="Fetch the built-in corpus, train a tokenizer, write token shards, "
-                       "pretrain the tiny preset for a time budget and print samples.")
+                       "pretrain the quickstart preset (the tiny model) for a time budget, print samples, write the "
+                       "glass-box report, then fine-tune a chat model, evaluate it and show a demo chat.")
     add_arguments(p, QuickstartConfig)
     p.set_defaults(func=_quickstart)
 
