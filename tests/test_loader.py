@@ -80,29 +80,6 @@ def test_ranks_together_consume_exactly_the_single_process_batches(world):
         assert torch.equal(torch.cat([ranks[r][i][1] for r in range(world)]), y)
 
 
-def test_repeat_share_writes_each_drilled_row_s_start_twice_and_stays_resumable():
-    def drilled(x, y):  # rows whose second span equals their first, for some span of 4..8 tokens
-        rows = torch.cat([x, y[:, -1:]], 1)
-        return [any(torch.equal(r[n:2 * n], r[:n]) for n in range(4, 9)) for r in rows]
-
-    plain = _take(BatchLoader(_shards(), 4, 16, seed=5), 40)
-    loader = BatchLoader(_shards(), 4, 16, seed=5, repeat_share=0.5)
-    drills = _take(loader, 40)
-    hits = [d for x, y in drills for d in drilled(x, y)]
-    assert 0.3 < sum(hits) / len(hits) < 0.7 and not any(d for x, y in plain for d in drilled(x, y))
-    for (x, y), (px, py) in zip(drills, plain):  # the same windows: a drilled row keeps its start and its last target
-        assert torch.equal(x[:, :8], px[:, :8]) and torch.equal(y[:, -1], py[:, -1])
-    state = BatchLoader(_shards(), 4, 16, seed=5, repeat_share=0.5)
-    _take(state, 13)
-    resumed = BatchLoader(_shards(), 4, 16, seed=5, repeat_share=0.5)
-    resumed.load_state_dict(state.state_dict())
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(_take(resumed, 27), drills[13:]))
-    ranks = [_take(BatchLoader(_shards(), 2, 16, seed=5, rank=r, world_size=2, repeat_share=0.5), 40) for r in range(2)]
-    assert all(torch.equal(torch.cat([ranks[0][i][0], ranks[1][i][0]]), drills[i][0]) for i in range(40))
-    with pytest.raises(LanternError, match="repeat_share"):
-        BatchLoader(_shards(), 4, 16, repeat_share=1.5)
-
-
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(LanternError, match="not enough tokens"):
         BatchLoader([np.arange(50, dtype=np.uint16)], batch_size=4, block_size=16)

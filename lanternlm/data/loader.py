@@ -86,39 +86,6 @@ def _windows(shards: Sequence[np.ndarray], shard: np.ndarray, start: np.ndarray,
     return buf
 
 
-def repeat_spans(buf: np.ndarray, share: float, rng: np.random.Generator, shortest: int = 8, *,
-                 first: int = 0, total: int | None = None) -> np.ndarray:
-    """Copy drills inside pretraining windows: in about ``share`` of the rows (each
-    ``block_size + 1`` tokens), the first ``L`` tokens are written again right after
-    themselves (``L`` drawn from ``shortest`` to half the row), so the row reads
-    *span, span, more text*. Every target is still trained: the repeat teaches reading
-    back what the context already holds, which a base trained minutes on plain text does
-    not learn (it predicts a repeated passage no better than the first time), and which
-    every chat task starts with (the word or the numbers of the question). Changes
-    ``buf`` in place and returns it.
-
-    ``buf`` may be rows ``first ..`` of a global batch of ``total`` rows (one process's
-    share): the draws are made for the whole global batch, so the processes together
-    change exactly the rows one process would.
-
-    >>> rows = np.arange(20).reshape(2, 10)
-    >>> repeat_spans(rows, 1.0, np.random.default_rng(0), shortest=2)
-    array([[ 0,  1,  2,  0,  1,  2,  6,  7,  8,  9],
-           [10, 11, 10, 11, 14, 15, 16, 17, 18, 19]])
-    """
-    if share <= 0:
-        return buf
-    total = len(buf) if total is None else total
-    half = buf.shape[1] // 2
-    hit = rng.random(total) < share
-    length = rng.integers(min(shortest, half), half + 1, size=total)
-    for row in range(len(buf)):
-        if hit[first + row]:
-            n = int(length[first + row])
-            buf[row, n:2 * n] = buf[row, :n]
-    return buf
-
-
 def _to_device(buf: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ``block_size + 1`` tokens -> (x, y) LongTensors, y shifted by one."""
     rows = _place(torch.from_numpy(buf.astype(np.int64)), device)  # (B, T + 1)
@@ -134,12 +101,9 @@ class BatchLoader:
 
     def __init__(self, shards: Sequence[np.ndarray], batch_size: int, block_size: int, *,
                  seed: int = 0, rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu", vocab_size: int | None = None,
-                 repeat_share: float = 0.0) -> None:
+                 device: str | torch.device = "cpu", vocab_size: int | None = None) -> None:
         if batch_size < 1 or block_size < 1:
             raise LanternError(f"batch_size ({batch_size}) and block_size ({block_size}) must be >= 1")
-        if not 0 <= repeat_share <= 1:
-            raise LanternError(f"repeat_share must be in [0, 1], got {repeat_share}")
         if not 0 <= rank < world_size:
             raise LanternError(f"rank {rank} is outside world_size {world_size}")
         self.shards = list(shards)
@@ -147,7 +111,7 @@ class BatchLoader:
         self.batch_size, self.block_size = batch_size, block_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = torch.device(device)
-        self.vocab_size, self.repeat_share = vocab_size, repeat_share
+        self.vocab_size = vocab_size
         self.global_batch = batch_size * world_size
         # Every epoch, even with the largest offset, must hold at least one global batch.
         worst = len(window_starts(self.lengths, block_size, offset=block_size - 1)[0])
@@ -178,8 +142,6 @@ class BatchLoader:
         first = self.batch * self.global_batch + self.rank * self.batch_size
         picks = self._order[first:first + self.batch_size]
         buf = _windows(self.shards, self._shard[picks], self._start[picks], self.block_size + 1, self.vocab_size)
-        repeat_spans(buf, self.repeat_share, np.random.default_rng([self.seed, self.epoch, self.batch]),
-                     first=self.rank * self.batch_size, total=self.global_batch)
         self.batch += 1
         return _to_device(buf, self.device)  # (B, T), (B, T)
 

@@ -56,8 +56,6 @@ class PretrainConfig:
     vocab_size: Optional[int] = option(None, "model vocabulary size (None = the tokenizer's, padded up to a multiple of 64)")
     batch_size: int = option(16, "sequences per micro-batch, per process")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
-    repeat_share: float = option(0.0, "share of training windows that start with a span written twice (copy drills: "
-                                      "a base that can read back its context learns the chat tasks faster)")
     max_steps: int = option(1000, "optimizer steps to run (the schedule's length unless max_minutes stops it first)")
     max_minutes: Optional[float] = option(None, "time budget in minutes: stop then, and stretch the schedule to it (None = no budget)")
     optimizer: str = option("adamw", f"one of {OPTIMIZERS}: AdamW everywhere, or Muon for the blocks' matrices + AdamW for the rest")
@@ -101,9 +99,9 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
 }
 
 # The quickstart's base (issue 16): `tiny` trained by Muon. In the same 3,000 steps on the
-# built-in corpus it reaches 1.798 bits per byte instead of 1.833 (a step is ~15 % slower), and
-# the chat model fine-tuned from it learns the tasks in fewer steps (bench/RESULTS.md,
-# "Issue 16's route").
+# built-in corpus it reaches 1.798 bits per byte instead of 1.833 (a step is ~15 % slower), so
+# the base's quality holds on slower machines too; the chat model fine-tuned from it is within
+# noise of the AdamW base's (bench/RESULTS.md, "Issue 16's route").
 PRETRAIN_PRESETS["quickstart"] = dataclasses.replace(PRETRAIN_PRESETS["tiny"], optimizer="muon")
 
 #: Fields that may change when a run is resumed; all others must match the saved config.
@@ -155,7 +153,7 @@ def build(config: PretrainConfig, info: DistInfo) -> Stage:
     # The data must hold a batch and a validation window before the model is built and trained.
     batches = BatchLoader(shards.split("train"), config.batch_size, mconf.block_size, seed=config.seed,
                           rank=info.rank, world_size=info.world_size, device=info.device,
-                          vocab_size=tokenizer.vocab_size, repeat_share=config.repeat_share)
+                          vocab_size=tokenizer.vocab_size)
     val, vocab_limit = shards.split("val"), base_vocab_limit(tokenizer)
     windows = functools.partial(eval_batches, val, config.batch_size, mconf.block_size, config.eval_tokens,
                                 rank=info.rank, world_size=info.world_size, device=info.device,
