@@ -38,7 +38,9 @@ def test_quickstart_runs_every_stage(tmp_path, corpus, capsys):
     assert "--- sample 1 ---" in printed and "--- sample 2 ---" in printed
     summary = json.loads((out / "quickstart.json").read_text())
     assert set(summary["steps"]) >= {"data", "pretrain", "samples", "report", "chat", "done"}
-    assert json.loads((out / "chat" / "config.json").read_text())["stage"] == "sft"
+    chat = json.loads((out / "chat" / "config.json").read_text())
+    assert chat["stage"] == "sft" and (chat["config"]["optimizer"], chat["config"]["muon_lr"]) == ("muon", 0.01)
+    assert json.loads((out / "run" / "config.json").read_text())["config"]["optimizer"] == "muon"  # the recipe measured
     assert (out / "chat" / "eval.json").exists() and "--- demo chat ---" in printed
     assert printed.count("  (right)") + printed.count("  (wrong; expected ") == 6  # 3 task questions x 2 levels
     report = out / "report" / "report.md"
