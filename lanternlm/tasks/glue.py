@@ -159,14 +159,14 @@ class Glue(Task):
             "identity": f"This message asks about me. Facts: I am {NAME}, a tiny "
                         f"language model trained with lanternlm; I am not a person; I have no "
                         f"internet access. Answer with these facts only.",
-            "capabilities": f"This message asks what I can do. My skills: counting a "
-                            f"letter in a word, adding, subtracting and multiplying whole numbers, "
-                            f"reversing words. List them and suggest two example questions.",
+            "capabilities": "This message asks what I can do. My skills: counting a "
+                            "letter in a word, adding, subtracting and multiplying whole numbers, "
+                            "reversing words. List them and suggest two example questions.",
             "refusal": f"This message asks me to {what}. Can I? No: "
                        f"{why}. I should not pretend. Say sorry, give the "
                        f"reason in one line, and offer the tasks I can do instead.",
-            "thanks": f"This message is thanks or a goodbye, not a task. Reply "
-                      f"briefly and kindly, and leave the door open.",
+            "thanks": "This message is thanks or a goodbye, not a task. Reply "
+                      "briefly and kindly, and leave the door open.",
         }[kind]
 
     def reply(self, example: Example) -> str:
