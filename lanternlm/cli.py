@@ -48,7 +48,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     from .quickstart import QuickstartConfig
 
     p = sub.add_parser("quickstart", help="the whole pipeline on the built-in corpus: data → tokenizer → "
-                       "pretraining → samples",
+                       "pretraining → samples → report → chat model → eval",
                        description="Fetch the built-in corpus, train a tokenizer, write token shards, "
                        "pretrain the quickstart preset (the tiny model) for a time budget, print samples, write the "
                        "glass-box report, then fine-tune a chat model, evaluate it and show a demo chat.")
