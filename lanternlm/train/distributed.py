@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -297,5 +298,12 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group together, and give gloo's worker threads a moment to drop
+    their last finished work before the interpreter shuts down: a worker that frees a
+    work's Python-owned tensor (e.g. from ``all_gather_object``) during finalization
+    cannot take the GIL and aborts the process ("terminate called without an active
+    exception", SIGABRT) after training has finished and its checkpoint is written."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+        time.sleep(0.1)  # releases the GIL for the workers
