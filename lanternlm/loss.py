@@ -93,7 +93,7 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
     scale = keep.to(torch.float32)
     if reduction == "mean":
         scale = scale / keep.sum().clamp(min=1)
-    if not bool(keep.all()):  # rows that count for nothing need no logits
+    if keep.device.type != "meta" and not bool(keep.all()):  # rows that count for nothing need no logits
         x, targets, keep, scale = x[keep], targets[keep], keep[keep], scale[keep]
     if grad:
         return _Reduced.apply(x, weight, targets, keep, scale, chunk_rows)

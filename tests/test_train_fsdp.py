@@ -103,7 +103,9 @@ def test_fsdp_sft_matches_one(tmp_path):
     base = make_base(train_tokenizer(), tmp_path)
     a, b = one_and_fsdp([*SFT_FLAGS, "--base", str(base)], tmp_path / "one", tmp_path / "two", batch=4)
     assert_same_curves(a, b, steps=4)
-    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    # AdamW's normalised step turns float32 summation-order differences in the near-zero
+    # gradients of rarely predicted vocabulary rows into weight differences of ~1e-5
+    assert_same_weights(tmp_path / "one", tmp_path / "two", atol=5e-5)
 
 
 @pytest.mark.slow
