@@ -134,6 +134,24 @@ def test_sft_inherits_logs_marks_the_chat_model_and_trains(base, tmp_path, caplo
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.parametrize("stage", ["sft", "dpo", "reward", "rl"])
+def test_only_sft_inherits_a_muon_base_the_nudging_stages_take_adamw(stage):
+    """A chat run trained by Muon (the quickstart's) passes Muon on to SFT, but DPO, the
+    reward model and RL keep AdamW unless asked: their small rates are AdamW rates."""
+    from lanternlm.train.dpo import DPOConfig
+    from lanternlm.train.finetune import inherit
+    from lanternlm.train.reward import RewardConfig
+    from lanternlm.train.rl import RLConfig
+    from lanternlm.train.sft import SFTConfig
+
+    cls = {"sft": SFTConfig, "dpo": DPOConfig, "reward": RewardConfig, "rl": RLConfig}[stage]
+    parent = {"optimizer": "muon", "muon_lr": 0.01, "beta2": 0.99}
+    conf, src = inherit(cls(base="b"), {}, parent)
+    assert conf.optimizer == ("muon" if stage == "sft" else "adamw") and conf.beta2 == 0.99
+    asked, _ = inherit(cls(base="b", optimizer="muon"), {"optimizer": "cli"}, parent)
+    assert (asked.optimizer, asked.muon_lr) == ("muon", 0.01)
+
+
 def test_resume_continues_exactly(base, tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     sft(small_sft(base, max_steps=4, checkpoint_every=2), whole)

@@ -5,7 +5,8 @@ a base run.
   length, and the loop's fields (:data:`lanternlm.train.loop.LOOP_FIELDS`), with the
   optimizer settings left at ``None`` to be **inherited** from the base run. A stage's
   config is a subclass that adds its own fields and may change defaults (a field declared
-  again keeps its place).
+  again keeps its place): DPO, the reward model and RL declare ``optimizer`` again as
+  AdamW unless asked (:func:`adamw_unless_asked`).
 - :func:`inherit` fills those ``None`` fields from the base run's record, and
   :func:`describe_inheritance` says in the log what was inherited and what overridden.
 - :func:`model_for` loads the base run's model and tokenizer with the context length asked
@@ -39,6 +40,16 @@ from .schedule import SCHEDULES
 INHERITED_DEFAULTS: dict[str, Any] = {"optimizer": "adamw", "muon_lr": 0.02, "beta1": 0.9, "beta2": 0.95,
                                       "weight_decay": 0.0, "grad_clip": 1.0, "device": "auto",
                                       "dtype": "auto"}
+
+
+def adamw_unless_asked() -> Any:
+    """The ``optimizer`` field of the stages that nudge a chat model (DPO, reward, RL):
+    AdamW unless asked, never inherited. Their learning rates (1e-4 .. 1e-6) are AdamW
+    rates, and Muon's orthogonalised step keeps its size whatever the gradient's, so a chat
+    run trained by Muon (the quickstart's) would hand on its SFT-sized Muon rate: measured,
+    RL from the quickstart's chat model lost every right answer within 5 steps that way."""
+    return option("adamw", f"one of {OPTIMIZERS}; AdamW unless asked (not inherited: this stage's small "
+                           "learning rate is an AdamW rate, and Muon's step does not shrink with the gradient)")
 
 
 @dataclasses.dataclass

@@ -32,7 +32,7 @@ from ..data.loader import collate
 from ..data.preference import Pair, load_pairs, render_pair, write_pairs
 from ..errors import LanternError
 from ..log import logger
-from .finetune import FinetuneConfig, chat_engine
+from .finetune import FinetuneConfig, adamw_unless_asked, chat_engine
 
 TRAIN_PAIRS, VAL_PAIRS = "pairs.jsonl", "val_pairs.jsonl"
 
@@ -44,6 +44,7 @@ class PreferenceConfig(FinetuneConfig):
     base: str = option("", "base chat run (lantern sft, dpo, ...): model, tokenizer and settings are inherited from it", path=True)
     too_long: str = option("drop", "a pair longer than the context: 'drop' it (counted in the log) or 'error'")
     batch_size: int = option(8, "pairs per micro-batch (twice as many rows)")
+    optimizer: str = adamw_unless_asked()
     max_steps: int = option(200, "optimizer steps (the schedule's length unless max_minutes stops it first)")
     warmup_steps: int = option(10, "linear warmup steps")
     eval_every: int = option(25, "held-out pair accuracy every N steps (and at the end)")

@@ -84,7 +84,7 @@ from . import distributed as D
 from . import finetune
 from . import grpo
 from .distributed import DistInfo
-from .finetune import FinetuneConfig
+from .finetune import FinetuneConfig, adamw_unless_asked
 from .loop import RESUMABLE, Stage, autocast, resolve, train
 
 #: When more than this share of a rollout's groups carry no signal, the log says so (again
@@ -105,6 +105,7 @@ class RLConfig(FinetuneConfig):
     batch_size: int = option(4, "questions per micro-batch, each answered group_size times")
     max_steps: int = option(200, "optimizer steps (the schedule's length unless max_minutes stops it first)")
     lr: float = option(2e-5, "peak learning rate (RL nudges a trained model by its own samples: far below SFT's)")
+    optimizer: str = adamw_unless_asked()
     warmup_steps: int = option(5, "linear warmup steps")
     eval_every: int = option(20, "held-out pass@1 / pass@k every N steps (and at the end)")
     log_every: int = option(1, "write a metrics.jsonl line every N steps")
