@@ -194,6 +194,10 @@ def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
         sft(small_sft(base, tasks=["sudoku"]), tmp_path / "z")
     with pytest.raises(LanternError, match="levels"):
         sft(small_sft(base, levels=["extreme"]), tmp_path / "z")
+    with pytest.raises(LanternError, match=r"task_weights=\[1.0\] is invalid: give one finite weight > 0 per task"):
+        sft(small_sft(base, tasks=["letters", "glue"], task_weights=[1.0]), tmp_path / "z")
+    with pytest.raises(LanternError, match="task_weights"):
+        sft(small_sft(base, tasks=["letters", "glue"], task_weights=[1.0, 0.0]), tmp_path / "z")
     with pytest.raises(LanternError, match="is the base run itself"):
         sft(small_sft(base), base)
     learned = make_base(tokenizer, tmp_path / "gpt2", pos_encoding="learned")

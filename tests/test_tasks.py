@@ -8,7 +8,7 @@ import pytest
 
 from lanternlm.chat import REASONING_LEVELS, load_jsonl, render, validate
 from lanternlm.errors import LanternError
-from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, make_sft_mixture,
+from lanternlm.tasks import (TASKS, Arithmetic, Example, LetterCounting, WordReversal, get_task, make_sft_mixture,
                              numbers_in, split_of, write_jsonl)
 from lanternlm.tasks.base import TEST_PERCENT, as_asked
 from lanternlm.tasks.words import ENGLISH_WORDS, word_list
@@ -294,6 +294,19 @@ def test_to_conversation_follows_the_chat_format(name):
         assert task.evaluate(ex, messages[2]["content"])
     with pytest.raises(LanternError, match="unknown reasoning level"):
         task.to_conversation(ex, "max")
+
+
+def test_task_weights_set_each_tasks_number_of_conversations():
+    mixture = make_sft_mixture(["letters", "glue"], n_per_task=30, seed=2, multi_turn=0.0, weights=[1.0, 1 / 3])
+    letters = {e.question for e in get_task("letters").generate(30, seed=2, split="train")}
+    glue = sorted(e.question for e in get_task("glue").generate(10, seed=2, split="train"))
+    asked = [conv[1]["content"] for conv in mixture]
+    assert len(asked) == 40 and sum(q in letters for q in asked) == 30
+    assert sorted(q for q in asked if q not in letters) == glue
+    with pytest.raises(LanternError, match="2 tasks; give one per task"):
+        make_sft_mixture(["letters", "glue"], 3, weights=[1.0])
+    with pytest.raises(LanternError, match="finite and > 0"):
+        make_sft_mixture(["letters", "glue"], 3, weights=[1.0, -1.0])
 
 
 def test_mixture_is_deterministic_balanced_and_renders(tmp_path):

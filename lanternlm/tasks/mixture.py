@@ -42,12 +42,31 @@ def get_task(name_or_task: str | Task) -> Task:
     return task
 
 
+def task_counts(tasks: Sequence[str | Task], n_per_task: int, weights: Sequence[float] = ()) -> list[int]:
+    """Examples per task: ``n_per_task`` each, or ``round(n_per_task * weight)`` with weights.
+
+    >>> task_counts(["letters", "glue"], 12000, [1, 1/3])
+    [12000, 4000]
+    >>> task_counts(["letters", "glue"], 10)
+    [10, 10]
+    """
+    if not weights:
+        return [n_per_task] * len(tasks)
+    if len(weights) != len(tasks):
+        raise LanternError(f"task weights: {len(weights)} given for {len(tasks)} tasks; give one per task, in order")
+    if not all(w > 0 and w != float("inf") for w in weights):
+        raise LanternError(f"task weights must be finite and > 0, got {list(weights)}")
+    return [max(1, round(n_per_task * w)) for w in weights]
+
+
 def make_sft_mixture(tasks: Sequence[str | Task], n_per_task: int,
                      levels: Sequence[str] = REASONING_LEVELS, seed: int = 0,
-                     multi_turn: float = 0.1) -> list[list[dict]]:
+                     multi_turn: float = 0.1, weights: Sequence[float] = ()) -> list[list[dict]]:
     """``n_per_task`` training examples of each task, levels spread evenly, shuffled.
 
-    Each example gets one level (``levels`` taken in turn, so each level gets an equal
+    With ``weights`` (one per task, in order), task ``i`` gets ``round(n_per_task *
+    weights[i])`` examples instead: a task the model learns quickly can take a smaller
+    share (:func:`task_counts`). Each example gets one level (``levels`` taken in turn, so each level gets an equal
     share of every task). A ``multi_turn`` share of the conversations is joined with
     the next one into a two-exchange chat, so the model also sees history (whose
     thinking :func:`lanternlm.chat.render` drops). The same arguments give the same
@@ -60,8 +79,8 @@ def make_sft_mixture(tasks: Sequence[str | Task], n_per_task: int,
         raise LanternError(f"multi_turn must be a share between 0 and 1, got {multi_turn}")
     rng = random.Random(seed)
     singles = []
-    for task in map(get_task, tasks):
-        examples = task.generate(n_per_task, seed=seed, split="train")
+    for task, count in zip(map(get_task, tasks), task_counts(tasks, n_per_task, weights)):
+        examples = task.generate(count, seed=seed, split="train")
         for i, example in enumerate(examples):
             singles.append(task.to_conversation(example, levels[i % len(levels)]))
     rng.shuffle(singles)
