@@ -194,7 +194,7 @@ def test_bad_inputs_are_clear_errors(base, tokenizer, tmp_path):
         sft(small_sft(base, tasks=["sudoku"]), tmp_path / "z")
     with pytest.raises(LanternError, match="levels"):
         sft(small_sft(base, levels=["extreme"]), tmp_path / "z")
-    with pytest.raises(LanternError, match=r"task_weights=\[1.0\] is invalid: give one finite weight > 0 per task"):
+    with pytest.raises(LanternError, match=r"task_weights=\[1.0\] is invalid: give one finite weight > 0 for each of the 2 task"):
         sft(small_sft(base, tasks=["letters", "glue"], task_weights=[1.0]), tmp_path / "z")
     with pytest.raises(LanternError, match="task_weights"):
         sft(small_sft(base, tasks=["letters", "glue"], task_weights=[1.0, 0.0]), tmp_path / "z")

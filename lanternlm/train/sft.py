@@ -136,7 +136,8 @@ def check_config(config: SFTConfig) -> None:
         raise bad("multi_turn", "must be in [0, 1]")
     if config.task_weights and (len(config.task_weights) != len(config.tasks)
                                 or not all(0 < w < float("inf") for w in config.task_weights)):
-        raise bad("task_weights", f"give one finite weight > 0 per task, in --tasks order ({len(config.tasks)} tasks)")
+        raise bad("task_weights", f"give one finite weight > 0 for each of the {len(config.tasks)} "
+                                 f"task(s) of --tasks, in that order")
     if not 0 <= config.text_share < 1:
         raise bad("text_share", "must be in [0, 1)")
     if config.copy_steps < 0:
