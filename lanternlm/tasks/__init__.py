@@ -17,10 +17,10 @@ from .arithmetic import Arithmetic
 from .base import SPLITS, THINKING_LEVELS, Example, Task, numbers_in, split_of
 from .glue import Glue
 from .letters import LetterCounting
-from .mixture import get_task, make_sft_mixture, preview, write_mixture
+from .mixture import get_task, make_sft_mixture, preview, task_counts, write_mixture
 from .reverse import WordReversal
 from .registry import TASKS
 
 __all__ = ["Arithmetic", "Example", "Glue", "LetterCounting", "SPLITS", "TASKS", "THINKING_LEVELS",
            "Task", "WordReversal", "get_task", "make_sft_mixture", "numbers_in", "preview", "split_of",
-           "write_jsonl", "write_mixture"]
+           "task_counts", "write_jsonl", "write_mixture"]

@@ -54,7 +54,7 @@ def task_counts(tasks: Sequence[str | Task], n_per_task: int, weights: Sequence[
         return [n_per_task] * len(tasks)
     if len(weights) != len(tasks):
         raise LanternError(f"task weights: {len(weights)} given for {len(tasks)} tasks; give one per task, in order")
-    if not all(w > 0 and w != float("inf") for w in weights):
+    if not all(0 < w < float("inf") for w in weights):
         raise LanternError(f"task weights must be finite and > 0, got {list(weights)}")
     return [max(1, round(n_per_task * w)) for w in weights]
 
@@ -66,11 +66,11 @@ def make_sft_mixture(tasks: Sequence[str | Task], n_per_task: int,
 
     With ``weights`` (one per task, in order), task ``i`` gets ``round(n_per_task *
     weights[i])`` examples instead: a task the model learns quickly can take a smaller
-    share (:func:`task_counts`). Each example gets one level (``levels`` taken in turn, so each level gets an equal
-    share of every task). A ``multi_turn`` share of the conversations is joined with
-    the next one into a two-exchange chat, so the model also sees history (whose
-    thinking :func:`lanternlm.chat.render` drops). The same arguments give the same
-    list.
+    share (:func:`task_counts`). Each example gets one level (``levels`` taken in turn, so
+    each level gets an equal share of every task). A ``multi_turn`` share of the
+    conversations is joined with the next one into a two-exchange chat, so the model also
+    sees history (whose thinking :func:`lanternlm.chat.render` drops). The same arguments
+    give the same list.
     """
     bad = [level for level in levels if level not in REASONING_LEVELS]
     if bad or not levels:

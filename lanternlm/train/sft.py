@@ -13,8 +13,8 @@
    positions are computed, not learned): chat turns with thinking are longer than the
    base's training windows;
 2. **data**: the built-in tasks' mixture (:func:`lanternlm.tasks.make_sft_mixture`, every
-   reasoning level including ``none``, ``task_weights`` setting each task's share) plus any chat JSONL files, each conversation
-   rendered by :func:`lanternlm.chat.render` to ids and a loss mask, plus, with
+   reasoning level including ``none``, ``task_weights`` setting each task's share) plus
+   any chat JSONL files, each conversation rendered by :func:`lanternlm.chat.render` to ids and a loss mask, plus, with
    ``text_share``, windows of **ordinary text** from the pretraining run's own training
    shards (every token trained, no chat format: :func:`text_rows`), so that fine-tuning
    does not forget plain text (on the task mixture alone the quickstart's bits per byte
@@ -56,7 +56,7 @@ from ..config import option
 from ..errors import LanternError
 from ..log import logger
 from ..run import Run
-from ..tasks import TASKS, get_task, make_sft_mixture
+from ..tasks import TASKS, get_task, make_sft_mixture, task_counts
 from . import finetune
 from .distributed import DistInfo
 from .finetune import FinetuneConfig
@@ -134,10 +134,10 @@ def check_config(config: SFTConfig) -> None:
         raise bad("levels", f"choose some of {REASONING_LEVELS}")
     if not 0 <= config.multi_turn <= 1:
         raise bad("multi_turn", "must be in [0, 1]")
-    if config.task_weights and (len(config.task_weights) != len(config.tasks)
-                                or not all(0 < w < float("inf") for w in config.task_weights)):
-        raise bad("task_weights", f"give one finite weight > 0 for each of the {len(config.tasks)} "
-                                 f"task(s) of --tasks, in that order")
+    try:
+        task_counts(config.tasks, config.examples_per_task, config.task_weights)
+    except LanternError as err:
+        raise bad("task_weights", f"{err} (--tasks has {len(config.tasks)})") from None
     if not 0 <= config.text_share < 1:
         raise bad("text_share", "must be in [0, 1)")
     if config.copy_steps < 0:
