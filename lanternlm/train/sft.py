@@ -14,7 +14,8 @@
    base's training windows;
 2. **data**: the built-in tasks' mixture (:func:`lanternlm.tasks.make_sft_mixture`, every
    reasoning level including ``none``, ``task_weights`` setting each task's share) plus
-   any chat JSONL files, each conversation rendered by :func:`lanternlm.chat.render` to ids and a loss mask, plus, with
+   any chat JSONL files, each conversation rendered by :func:`lanternlm.chat.render` to
+   ids and a loss mask, plus, with
    ``text_share``, windows of **ordinary text** from the pretraining run's own training
    shards (every token trained, no chat format: :func:`text_rows`), so that fine-tuning
    does not forget plain text (on the task mixture alone the quickstart's bits per byte
